@@ -1,0 +1,80 @@
+"""The on-disk cache of fine-tuned baselines, keyed by everything that determines the weights.
+
+An entry is a ``save_pretrained`` folder plus ``entry.json`` (the key's inputs, the
+training stats and the sha256 of the weights). It is built in a temporary folder and
+renamed into place, so a crash leaves no half entry; an entry whose weights no longer
+match their checksum is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+CACHE_ENV = "BENCHSUITE_CACHE_DIR"
+WEIGHTS = "model.safetensors"
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "benchsuite"
+
+
+def key_of(inputs: dict[str, Any]) -> str:
+    payload = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def cached_entry(root: Path, kind: str, key: str) -> dict[str, Any] | None:
+    """The entry's metadata if it is complete and its weights match their checksum, else None."""
+    folder = root / kind / key
+    meta_file = folder / "entry.json"
+    if not meta_file.is_file():
+        return None
+    try:
+        meta = json.loads(meta_file.read_text())
+        intact = _sha256(folder / WEIGHTS) == meta["weights_sha256"]
+    except (OSError, json.JSONDecodeError, KeyError):
+        intact = False
+    if not intact:
+        shutil.rmtree(folder, ignore_errors=True)  # corrupt or half-written: rebuild
+        return None
+    meta["path"] = str(folder)
+    return meta
+
+
+def build_entry(root: Path, kind: str, key: str, inputs: dict[str, Any],
+                build: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``build(tmp_folder)`` (which saves the model there and returns stats) and publish it."""
+    final = root / kind / key
+    tmp = root / kind / f".{key}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        stats = build(tmp)
+        meta = {"key": key, "inputs": inputs, "stats": stats, "weights_sha256": _sha256(tmp / WEIGHTS)}
+        (tmp / "entry.json").write_text(json.dumps(meta, indent=2, default=str))
+        if final.exists():  # another process finished first; keep theirs (same key, same weights)
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    meta["path"] = str(final)
+    return meta
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,155 @@
+"""The ``benchsuite`` command: ``list``, ``run`` and ``report``.
+
+Bad usage (unknown task or compressor, missing model or data) prints one line and
+exits with code 2; a run in which some cells failed exits with code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from benchsuite.errors import UsageError
+
+EXIT_FAILED_CELLS = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2: no usage dump
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of names, got an empty one")
+    return items
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from benchsuite.presets import DEFAULT_PRESET, PRESETS
+
+    parser = _Parser(prog="benchsuite", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    lister = sub.add_parser("list", help="list tasks or compressors")
+    lister.add_argument("what", choices=["tasks", "compressors"])
+
+    runner = sub.add_parser("run", help="fine-tune baselines, compress, score, and write records")
+    runner.add_argument("--model", help="Hub id or local folder (default: all-MiniLM-L6-v2)")
+    runner.add_argument("--tasks", type=_csv, help="comma-separated task names or YAML paths (default: the preset's)")
+    runner.add_argument("--compressors", type=_csv, default=("baseline",),
+                        help="comma-separated compressors, each 'name' or 'name:key=value,...' (default: baseline)")
+    runner.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
+                        help=f"data budget and default tasks (default: {DEFAULT_PRESET})")
+    runner.add_argument("--results-dir", type=Path, default=Path("results"))
+    runner.add_argument("--cache-dir", type=Path, help="fine-tuned model cache (default: ~/.cache/benchsuite)")
+    runner.add_argument("--seed", type=int, default=42)
+    runner.add_argument("--threads", type=int, help="torch threads (default: every core)")
+    runner.add_argument("--force", action="store_true", help="redo cells that already have a record")
+
+    reporter = sub.add_parser("report", help="regenerate report tables from records")
+    reporter.add_argument("--results-dir", type=Path, default=Path("results"))
+    reporter.add_argument("--out", type=Path, default=Path("reports"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                            format="%(levelname)s %(name)s: %(message)s")
+        _quiet_libraries(args.verbose)
+        return _dispatch(args)
+    except UsageError as exc:
+        print(f"benchsuite: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("benchsuite: interrupted; finished cells are saved, rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    """Keep our own progress bars and messages readable: the libraries' load reports are noise here."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if verbose:
+        return
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "list":
+        return _list(args.what)
+    if args.command == "report":
+        from benchsuite.report import write_reports
+
+        written = write_reports(args.results_dir, args.out)
+        for path in written:
+            print(path)
+        return 0
+    return _run(args)
+
+
+def _list(what: str) -> int:
+    if what == "tasks":
+        from benchsuite.tasks import load_task, task_files
+
+        for name in task_files():
+            spec = load_task(name)
+            print(f"{name:18} {spec.kind:22} {spec.dataset.repo_id}/{spec.dataset.config}  "
+                  f"primary={spec.primary_metric}")
+        return 0
+    from benchsuite.compressors.registry import get_compressor_class, registered
+
+    for name, entry in registered().items():
+        try:
+            cls = get_compressor_class(name)
+            needs = ",".join(sorted(cls.NEEDS)) or "-"
+            print(f"{name:18} {entry.origin:28} needs={needs}")
+        except UsageError as exc:  # a broken plugin is listed with its error, the others still are
+            print(f"{name:18} {entry.origin:28} BROKEN: {exc}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from benchsuite.cache import default_cache_dir
+    from benchsuite.presets import get_preset
+    from benchsuite.runner import RunOptions, run
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    preset = get_preset(args.preset)
+    opts = RunOptions(
+        tasks=args.tasks or preset.tasks,
+        compressors=args.compressors,
+        preset=preset,
+        results_dir=args.results_dir,
+        cache_dir=args.cache_dir or default_cache_dir(),
+        model=args.model,
+        seed=args.seed,
+        force=args.force,
+    )
+    summary = run(opts)
+    print(f"{len(summary.written)} written, {len(summary.skipped)} already done, {len(summary.failed)} failed "
+          f"(records under {args.results_dir})")
+    for path in summary.failed:
+        print(f"  failed: {path}", file=sys.stderr)
+    return EXIT_FAILED_CELLS if summary.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Compressors: the contract (``base``), the registry (``registry``) and the built-in families."""

@@ -1,0 +1,131 @@
+"""The compressor contract: a typed config, declared needs, and one ``compress`` verb.
+
+A compressor turns the task's fine-tuned model (the baseline, also the teacher) into a
+smaller or faster one. Its config is a frozen dataclass that validates itself,
+serialises to JSON with its name and version, and hashes stably; the hash names the
+result record. A compressor declares what else it needs (``NEEDS``) and receives
+exactly that in its :class:`CompressionContext`; asking for anything undeclared fails.
+
+A complete plugin, registered in its package's ``pyproject.toml`` under
+``[project.entry-points."benchsuite.compressors"]`` as ``zero_small = "my_pkg:ZeroSmall"``::
+
+    from dataclasses import dataclass
+    from benchsuite.compressors.base import Compressor, CompressorConfig
+
+    @dataclass(frozen=True)
+    class ZeroSmallConfig(CompressorConfig):
+        threshold: float = 1e-3
+
+        def validate(self) -> None:
+            if not self.threshold >= 0:
+                raise ValueError(f"threshold must be >= 0, got {self.threshold}")
+
+    class ZeroSmall(Compressor):
+        name = "zero_small"
+        config_class = ZeroSmallConfig
+        NEEDS = frozenset()            # or {"train_data", "teacher", "calibration_data"}
+
+        def compress(self, model, *, context):
+            for p in model.parameters():
+                p.data[p.data.abs() < self.config.threshold] = 0
+            return model
+
+``benchsuite run --compressors zero_small`` then scores it on every task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+import torch
+
+NEED_NAMES = frozenset({"train_data", "teacher", "calibration_data"})
+
+
+@dataclass(frozen=True)
+class CompressorConfig:
+    """Base of every compressor config: subclass it as a frozen dataclass with defaults."""
+
+    version: ClassVar[int] = 1  # bump when a field's meaning changes, so old results stop matching
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the bad field, its value and what is allowed."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, "version": self.version, "params": asdict(self)}
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> CompressorConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(params) - known
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**params)
+
+    def config_hash(self) -> str:
+        """12 hex digits of sha256 over the canonical JSON: stable across runs and machines."""
+        payload = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+class CompressionContext:
+    """What a compressor may use besides the model; only declared needs are reachable."""
+
+    def __init__(self, *, needs: frozenset[str], task, tokenizer, seed: int, providers: dict[str, Any]):
+        self._needs = needs
+        self._providers = providers
+        self.task = task  # the TaskSpec
+        self.tokenizer = tokenizer
+        self.seed = seed
+
+    def _get(self, need: str):
+        if need not in self._needs:
+            raise PermissionError(f"the compressor did not declare {need!r} in NEEDS; add it to use it")
+        value = self._providers[need]
+        return value() if callable(value) else value
+
+    @property
+    def train_data(self) -> list[dict]:
+        """Training features of the task (token ids plus labels), as the baseline was trained on."""
+        return self._get("train_data")
+
+    @property
+    def teacher(self) -> torch.nn.Module:
+        """The fine-tuned, uncompressed model (a separate copy: do not modify it)."""
+        return self._get("teacher")
+
+    @property
+    def calibration_data(self) -> list[dict]:
+        """A few hundred training features without labels, for observers and importance scores."""
+        return self._get("calibration_data")
+
+
+class Compressor(ABC):
+    name: ClassVar[str]
+    config_class: ClassVar[type[CompressorConfig]]
+    NEEDS: ClassVar[frozenset[str]] = frozenset()
+    # Task kinds it handles; None means every kind.
+    supported_kinds: ClassVar[frozenset[str] | None] = None
+
+    def __init__(self, config: CompressorConfig | None = None):
+        config = config if config is not None else self.config_class()
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{self.name} takes a {self.config_class.__name__}, got {type(config).__name__}")
+        unknown = set(self.NEEDS) - NEED_NAMES
+        if unknown:
+            raise TypeError(f"{self.name} declares unknown needs {sorted(unknown)}; known: {sorted(NEED_NAMES)}")
+        self.config = config
+
+    @abstractmethod
+    def compress(self, model: torch.nn.Module, *, context: CompressionContext) -> torch.nn.Module:
+        """Return the compressed model (it may be ``model`` changed in place)."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "config": self.config.to_json(), "config_hash": self.config.config_hash()}

@@ -1,0 +1,217 @@
+"""Where datasets come from: the local mirror named by ``BENCHSUITE_DATA_DIR``, else the Hub.
+
+The mirror's layout is ``<dir>/<repo_id>/<config>/<split>.parquet`` (that of
+``../shared/data/hub``). A ``MANIFEST.json`` in the mirror or its parent, when
+present, says which splits are incomplete; that note travels into the record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+
+from benchsuite.errors import UsageError
+from benchsuite.tasks.spec import TaskSpec
+
+DATA_DIR_ENV = "BENCHSUITE_DATA_DIR"
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    """How one split was obtained and which rows of it were used: goes into the record."""
+
+    repo_id: str
+    config: str
+    split: str
+    source: str  # the parquet file, or "hub"
+    fingerprint: str  # sha256 of the parquet file, or the datasets fingerprint
+    rows_available: int
+    rows_used: int
+    selection: str  # how rows_used were chosen
+    selection_sha256: str  # hash of the chosen row indices
+    note: str = ""  # e.g. "mirror holds 4,370 of 87,599 rows" or the fallback used
+
+
+@dataclass(frozen=True)
+class TaskData:
+    train: datasets.Dataset
+    eval: datasets.Dataset
+    train_info: SplitInfo
+    eval_info: SplitInfo
+
+
+def data_dir() -> Path | None:
+    value = os.environ.get(DATA_DIR_ENV)
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise UsageError(f"{DATA_DIR_ENV}={value} is not a directory; point it at a mirror such as ../shared/data/hub")
+    return path
+
+
+def load_task_data(
+    spec: TaskSpec, *, max_train: int | None, max_eval: int | None, seed: int, need_train: bool = True
+) -> TaskData:
+    """The task's training and evaluation rows, sampled with a fixed seed.
+
+    ``max_train``/``max_eval`` of None use every row. When the train split is missing and
+    the spec allows a fallback, training rows are held apart from the eval split (grouped by
+    ``group_by`` so that, e.g., no SQuAD article is in both) and the record says so.
+    """
+    ds = spec.dataset
+    eval_full, eval_source = _load_split(spec, ds.eval_split)
+    note_eval = _manifest_note(ds.repo_id, ds.config, ds.eval_split)
+    try:
+        train_full, train_source = _load_split(spec, ds.train_split)
+        train_note = _manifest_note(ds.repo_id, ds.config, ds.train_split)
+        eval_rows = np.arange(len(eval_full))
+        train_rows = np.arange(len(train_full))
+    except MissingSplit as missing:
+        if not ds.train_fallback:
+            raise
+        fraction = float(ds.train_fallback.get("fraction", 0.5))
+        group_by = ds.train_fallback.get("group_by")
+        train_rows, eval_rows = _hold_apart(eval_full, fraction, group_by, seed)
+        train_full, train_source = eval_full, eval_source
+        by = f", grouped by {group_by!r} so no group is in both" if group_by else ""
+        train_note = (f"FALLBACK: {missing.path or 'train split'} unavailable; trained on {fraction:.0%} of "
+                      f"{ds.eval_split} held apart{by} (seed {seed}); scored on the rest")
+        note_eval = (note_eval + "; " if note_eval else "") + "the part held apart for training is excluded"
+    train_sel = _sample(train_rows, max_train, seed)
+    eval_sel = _sample(eval_rows, max_eval, seed + 1)
+    return TaskData(
+        train=train_full.select(train_sel),
+        eval=eval_full.select(eval_sel),
+        train_info=_info(spec, ds.train_split if train_full is not eval_full else ds.eval_split,
+                         train_full, train_source, train_rows, train_sel, max_train, seed, train_note),
+        eval_info=_info(spec, ds.eval_split, eval_full, eval_source, eval_rows, eval_sel, max_eval, seed + 1,
+                        note_eval),
+    )
+
+
+class MissingSplit(UsageError):
+    def __init__(self, message: str, path: Path | None = None):
+        super().__init__(message)
+        self.path = path
+
+
+def _load_split(spec: TaskSpec, split: str) -> tuple[datasets.Dataset, str]:
+    ds = spec.dataset
+    root = data_dir()
+    if root is not None:
+        path = root / ds.repo_id / ds.config / f"{split}.parquet"
+        if not path.is_file():
+            listed = _manifest_missing(ds.repo_id, ds.config, split)
+            why = f" (the mirror's MANIFEST.json says: {listed})" if listed else ""
+            raise MissingSplit(
+                f"task {spec.name}: the local mirror has no {path}{why}; unset {DATA_DIR_ENV} to use the Hub, "
+                f"or add the file to the mirror",
+                path,
+            )
+        return datasets.Dataset.from_parquet(str(path)), str(path)
+    try:
+        return datasets.load_dataset(ds.repo_id, ds.config, split=split), "hub"
+    except Exception as exc:  # the Hub raises many types: connection, auth, missing config
+        raise MissingSplit(
+            f"task {spec.name}: could not load {ds.repo_id}/{ds.config} split {split!r} from the Hugging Face Hub "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); for offline use set {DATA_DIR_ENV} to a "
+            f"local mirror laid out as <dir>/<repo_id>/<config>/<split>.parquet (e.g. ../shared/data/hub)"
+        ) from None
+
+
+def _sample(rows: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    if limit is None or limit >= len(rows):
+        return rows
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(rows, size=limit, replace=False))
+
+
+def _hold_apart(full: datasets.Dataset, fraction: float, group_by: str | None, seed: int):
+    rng = np.random.default_rng(seed)
+    if group_by is None:
+        order = rng.permutation(len(full))
+        cut = int(round(len(full) * fraction))
+        return np.sort(order[:cut]), np.sort(order[cut:])
+    groups = np.asarray(full[group_by][:])
+    names = np.unique(groups)
+    rng.shuffle(names)
+    target = len(full) * fraction
+    chosen: set[Any] = set()
+    counts = {name: int(n) for name, n in zip(*np.unique(groups, return_counts=True), strict=True)}
+    taken = 0
+    for name in names:
+        if taken >= target:
+            break
+        chosen.add(name)
+        taken += counts[name]
+    is_train = np.array([g in chosen for g in groups])
+    return np.flatnonzero(is_train), np.flatnonzero(~is_train)
+
+
+def _info(spec, split, full, source, rows, sel, limit, seed, note) -> SplitInfo:
+    how = "all rows" if limit is None or limit >= len(rows) else f"{len(sel)} rows sampled without replacement (seed {seed})"
+    return SplitInfo(
+        repo_id=spec.dataset.repo_id,
+        config=spec.dataset.config,
+        split=split,
+        source=source,
+        fingerprint=_file_sha256(Path(source)) if source != "hub" else full._fingerprint,
+        rows_available=len(rows),
+        rows_used=len(sel),
+        selection=how,
+        selection_sha256=hashlib.sha256(np.asarray(sel, dtype=np.int64).tobytes()).hexdigest()[:16],
+        note=note,
+    )
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _file_sha256(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        _SHA_CACHE[key] = digest.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def _manifest() -> dict[str, Any]:
+    root = data_dir()
+    if root is None:
+        return {}
+    for candidate in (root / "MANIFEST.json", root.parent / "MANIFEST.json"):
+        if candidate.is_file():
+            try:
+                return json.loads(candidate.read_text())
+            except json.JSONDecodeError:
+                return {}
+    return {}
+
+
+def _manifest_note(repo_id: str, config: str, split: str) -> str:
+    for entry in _manifest().get("files", []):
+        if (entry.get("hub_repo"), entry.get("config"), entry.get("split")) == (repo_id, config, split):
+            if entry.get("rows") != entry.get("expected_rows"):
+                return (f"{repo_id}/{config} {split}: the local mirror holds {entry['rows']:,} of the "
+                        f"{entry['expected_rows']:,} rows of this split (its MANIFEST.json)")
+    return ""
+
+
+def _manifest_missing(repo_id: str, config: str, split: str) -> str:
+    for entry in _manifest().get("not_included", []):
+        what = entry.get("what", "")
+        if repo_id in what and config in what.split() and split in what:
+            return f"{what}: {entry.get('why', '')}"
+    return ""

@@ -1,0 +1,92 @@
+"""Entity-level precision/recall/F1 and token accuracy for tag sequences, on a 0-100 scale.
+
+Entities are read as seqeval's default (conlleval-compatible, non-strict) mode reads them, for
+IOB1, IOB2 and IOBES tags: a ``B-``/``S-`` tag, or an ``I-``/``E-`` tag after ``O``, after an
+``E-``/``S-`` tag or after a tag of another type, starts an entity; so ``O I-PER I-PER`` is one
+PER entity and ``B-PER I-LOC`` is two. Entities never cross sentences. An entity counts as found
+only when its type and both ends match. Precision (recall) is 0.0 when there are no predicted
+(gold) entities; F1 is 0.0 when both are 0. Token accuracy over zero tokens is NaN.
+"""
+
+from __future__ import annotations
+
+import datasets
+import evaluate
+
+_CITATION = """\
+@misc{seqeval,
+  title={{seqeval}: A Python framework for sequence labeling evaluation},
+  url={https://github.com/chakki-works/seqeval},
+  author={Hiroki Nakayama},
+  year={2018}
+}
+"""
+
+Entity = tuple[str, int, int]  # (type, first token, last token)
+
+_ENDS_BEFORE = {("B", "B"), ("B", "S"), ("B", "O"), ("I", "B"), ("I", "S"), ("I", "O")}
+_STARTS_AFTER = {("E", "E"), ("E", "I"), ("S", "E"), ("S", "I"), ("O", "E"), ("O", "I")}
+
+
+def _split_tag(tag: str) -> tuple[str, str]:
+    """``"B-PER"`` -> ``("B", "PER")``; a tag without a type (``"O"``, ``"B"``) gets type ``"_"``."""
+    return tag[:1], tag[1:].split("-", maxsplit=1)[-1] or "_"
+
+
+def _chunk_ends(prev_prefix: str, prev_type: str, prefix: str, type_: str) -> bool:
+    if prev_prefix in ("E", "S") or (prev_prefix, prefix) in _ENDS_BEFORE:
+        return True
+    return prev_prefix not in ("O", ".") and prev_type != type_
+
+
+def _chunk_starts(prev_prefix: str, prev_type: str, prefix: str, type_: str) -> bool:
+    if prefix in ("B", "S") or (prev_prefix, prefix) in _STARTS_AFTER:
+        return True
+    return prefix not in ("O", ".") and prev_type != type_
+
+
+def get_entities(tags: list[str]) -> list[Entity]:
+    """Entities of one sentence as ``(type, first, last)`` with inclusive token indices."""
+    entities: list[Entity] = []
+    prev_prefix, prev_type, begin = "O", "", 0
+    for i, tag in enumerate([*tags, "O"]):
+        prefix, type_ = _split_tag(tag)
+        if _chunk_ends(prev_prefix, prev_type, prefix, type_):
+            entities.append((prev_type, begin, i - 1))
+        if _chunk_starts(prev_prefix, prev_type, prefix, type_):
+            begin = i
+        prev_prefix, prev_type = prefix, type_
+    return entities
+
+
+class Seqeval(evaluate.Metric):
+    """``{"precision", "recall", "f1", "accuracy"}``, each 0-100; the first three are micro-averaged."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        tags = datasets.Sequence(datasets.Value("string"))
+        return evaluate.MetricInfo(
+            description="Entity-level precision/recall/F1 (seqeval default mode) and token accuracy, 0-100.",
+            citation=_CITATION,
+            inputs_description="predictions, references: lists of sentences, each a list of tag strings.",
+            features=datasets.Features({"predictions": tags, "references": tags}),
+        )
+
+    def _compute(self, *, predictions: list[list[str]], references: list[list[str]]) -> dict[str, float]:
+        predicted: set[tuple[int, Entity]] = set()
+        gold: set[tuple[int, Entity]] = set()
+        correct_tokens = total_tokens = 0
+        for index, (pred_tags, gold_tags) in enumerate(zip(predictions, references, strict=True)):
+            if len(pred_tags) != len(gold_tags):
+                raise ValueError(f"sentence {index}: {len(pred_tags)} predicted tags "
+                                 f"but {len(gold_tags)} reference tags")
+            predicted.update((index, entity) for entity in get_entities(pred_tags))
+            gold.update((index, entity) for entity in get_entities(gold_tags))
+            correct_tokens += sum(p == g for p, g in zip(pred_tags, gold_tags, strict=True))
+            total_tokens += len(gold_tags)
+        found = len(predicted & gold)
+        precision = found / len(predicted) if predicted else 0.0
+        recall = found / len(gold) if gold else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if found else 0.0
+        accuracy = correct_tokens / total_tokens if total_tokens else float("nan")
+        return {key: 100.0 * value for key, value in
+                {"precision": precision, "recall": recall, "f1": f1, "accuracy": accuracy}.items()}

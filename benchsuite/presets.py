@@ -1,0 +1,57 @@
+"""Presets: which tasks a plain ``benchsuite run`` scores, and on how much data.
+
+``quick`` (the default) is sized to finish in about 20 minutes on 2 CPU cores from a
+cold cache, with slices large enough for meaningful scores; ``full`` uses all data and
+the spec's own epochs; ``smoke`` is a few dozen examples, for tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from benchsuite.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Budget:
+    max_train: int | None = None  # None: every row
+    max_eval: int | None = None
+    epochs: float | None = None  # None: the spec's train.epochs
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    tasks: tuple[str, ...]
+    budgets: dict[str, Budget] = field(default_factory=dict)
+    default: Budget = Budget()
+
+    def budget(self, task: str) -> Budget:
+        return self.budgets.get(task, self.default)
+
+
+CORE_TASKS = ("sst2", "mrpc", "squad", "conll2003")
+ALL_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "mnli_mismatched", "qnli", "rte", "wnli",
+             "squad", "conll2003")
+
+PRESETS = {
+    "smoke": Preset("smoke", CORE_TASKS, default=Budget(max_train=48, max_eval=32, epochs=1)),
+    "quick": Preset(
+        "quick",
+        CORE_TASKS,
+        budgets={
+            "sst2": Budget(max_train=10_000, epochs=1),
+            "mrpc": Budget(epochs=3),
+            "squad": Budget(max_eval=1_000, epochs=1),
+            "conll2003": Budget(max_train=6_000, epochs=2),
+        },
+    ),
+    "full": Preset("full", ALL_TASKS),
+}
+DEFAULT_PRESET = "quick"
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise UsageError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]

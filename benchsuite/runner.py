@@ -1,0 +1,207 @@
+"""A run: for each task, fine-tune (or reuse) the baseline, then score every compressor on it.
+
+One cell = (model, task, compressor config). Each cell's record is written atomically
+when the cell ends; a cell whose record already exists with the same config hash is
+skipped (``force`` redoes it), so an interrupted run resumes where it stopped. A
+compressor that raises yields a failed record with its traceback, and the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from benchsuite import cache
+from benchsuite.compressors.base import CompressionContext, Compressor
+from benchsuite.compressors.registry import build_compressor
+from benchsuite.data import TaskData, load_task_data
+from benchsuite.measure.footprint import footprint
+from benchsuite.models import ModelRef, load_model, load_tokenizer, resolve_model
+from benchsuite.presets import Budget, Preset
+from benchsuite.records import (
+    SCHEMA_VERSION,
+    Record,
+    predictions_path,
+    provenance,
+    read_record,
+    record_path,
+    write_json_atomic,
+    write_predictions,
+)
+from benchsuite.tasks import TaskKind, TaskSpec, load_task, task_kind
+from benchsuite.train import fine_tune
+
+log = logging.getLogger("benchsuite")
+
+TRAIN_CODE_VERSION = 1  # bump when the training loop changes what weights it produces
+CALIBRATION_EXAMPLES = 256
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    tasks: tuple[str, ...]
+    compressors: tuple[str, ...]
+    preset: Preset
+    results_dir: Path
+    cache_dir: Path
+    model: str | None = None
+    seed: int = 42
+    force: bool = False
+    eval_batch_size: int = 64
+
+
+@dataclass
+class RunSummary:
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[Path] = field(default_factory=list)
+
+
+def run(opts: RunOptions) -> RunSummary:
+    """Validate everything the run needs up front, then score cell after cell."""
+    specs = [load_task(name) for name in opts.tasks]
+    compressors = [build_compressor(name) for name in opts.compressors]
+    ref = resolve_model(opts.model)
+    summary = RunSummary()
+    for spec in specs:
+        _run_task(spec, compressors, ref, opts, summary)
+    return summary
+
+
+def _run_task(spec: TaskSpec, compressors: list[Compressor], ref: ModelRef, opts: RunOptions,
+              summary: RunSummary) -> None:
+    budget = opts.preset.budget(spec.name)
+    cells = {c: record_path(opts.results_dir, opts.preset.name, spec.name, ref.slug, c.name,
+                            c.config.config_hash()) for c in compressors}
+    todo = [c for c, path in cells.items() if opts.force or not _done(path)]
+    summary.skipped += [cells[c] for c in compressors if c not in todo]
+    if not todo:
+        log.info("%s: every cell already has a record; --force redoes them", spec.name)
+        return
+    tokenizer = load_tokenizer(ref, max_length=spec.max_length)
+    kind = task_kind(spec, tokenizer)
+    data = load_task_data(spec, max_train=budget.max_train, max_eval=budget.max_eval, seed=opts.seed)
+    baseline = _fine_tuned_baseline(spec, kind, ref, data, budget, opts)
+    for compressor in todo:
+        path = cells[compressor]
+        record = Record(
+            schema_version=SCHEMA_VERSION, status="ok", preset=opts.preset.name,
+            task={"name": spec.name, "kind": spec.kind, "version": spec.version, "spec_digest": spec.digest(),
+                  "primary_metric": spec.primary_metric, "source": Path(spec.source).name},
+            model={"name": ref.name, "origin": ref.origin, "weights_sha256": ref.weights_sha256},
+            compressor=compressor.describe(),
+            data={"train": asdict(data.train_info), "eval": asdict(data.eval_info)},
+            baseline={k: v for k, v in baseline.items() if k != "path"},
+        )
+        notes = [n for n in (data.train_info.note, data.eval_info.note) if n]
+        try:
+            _score_cell(record, compressor, spec, kind, data, baseline["path"], opts, path)
+            record.notes = notes + record.notes
+            summary.written.append(path)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # isolate the cell: record the failure, go on with the next
+            log.error("%s / %s failed: %s: %s", spec.name, compressor.name, type(exc).__name__, exc)
+            record.status = "failed"
+            record.notes = notes
+            record.error = {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}
+            record.provenance = provenance(opts.seed)
+            summary.failed.append(path)
+        write_json_atomic(path, record.to_json())
+
+
+def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: TaskKind, data: TaskData,
+                teacher_path: str, opts: RunOptions, path: Path) -> None:
+    torch.manual_seed(opts.seed)
+    model = load_model(kind.auto_class, teacher_path)
+    before = footprint(model)
+    train_features = None
+
+    def train_data() -> list[dict]:
+        nonlocal train_features
+        if train_features is None:
+            train_features = kind.train_features(data.train)
+        return train_features
+
+    def calibration() -> list[dict]:
+        keep = ("input_ids", "attention_mask", "token_type_ids")
+        return [{k: v for k, v in f.items() if k in keep} for f in train_data()[:CALIBRATION_EXAMPLES]]
+
+    context = CompressionContext(
+        needs=compressor.NEEDS, task=spec, tokenizer=kind.tokenizer, seed=opts.seed,
+        providers={"train_data": train_data, "teacher": lambda: load_model(kind.auto_class, teacher_path),
+                   "calibration_data": calibration},
+    )
+    if compressor.supported_kinds is not None and spec.kind not in compressor.supported_kinds:
+        raise ValueError(f"{compressor.name} does not support {spec.kind} tasks "
+                         f"(it supports {sorted(compressor.supported_kinds)})")
+    start = time.perf_counter()
+    compressed = compressor.compress(model, context=context)
+    compress_seconds = time.perf_counter() - start
+    evaluation = kind.evaluate(compressed, data.eval, batch_size=opts.eval_batch_size)
+    after = footprint(compressed)
+    predictions = predictions_path(path)
+    write_predictions(predictions, evaluation.predictions)
+    record.scores = evaluation.scores
+    record.primary_score = evaluation.scores[spec.primary_metric]
+    record.measurements = {
+        "footprint": after.to_json(),
+        "footprint_before": before.to_json(),
+        "compress_seconds": round(compress_seconds, 3),
+        "evaluation": {**asdict(evaluation.forward), "padding_fraction": round(evaluation.forward.padding_fraction, 4),
+                       "seconds": round(evaluation.forward.seconds, 3),
+                       "method": "one pass, batches sorted by length, dynamic padding, torch.inference_mode; "
+                                 "wall time of the forward loop only (not a latency benchmark)"},
+    }
+    record.predictions_file = predictions.name
+    record.notes = list(evaluation.notes)
+    record.provenance = provenance(opts.seed)
+
+
+def _fine_tuned_baseline(spec: TaskSpec, kind: TaskKind, ref: ModelRef, data: TaskData, budget: Budget,
+                         opts: RunOptions) -> dict:
+    """The task's fine-tuned model from the cache, training it first on a miss."""
+    train_cfg = replace(spec.train, epochs=budget.epochs) if budget.epochs is not None else spec.train
+    spec_json = spec.to_json()
+    inputs = {
+        "train_code_version": TRAIN_CODE_VERSION,
+        "model_weights_sha256": ref.weights_sha256,
+        # Everything of the spec that shapes training; the name, eval split and metrics do not.
+        "spec": {k: spec_json[k] for k in ("kind", "version", "columns", "labels", "max_length", "params")},
+        "dataset": {k: v for k, v in spec_json["dataset"].items() if k != "eval_split"},
+        "train_data": {"fingerprint": data.train_info.fingerprint, "split": data.train_info.split,
+                       "selection_sha256": data.train_info.selection_sha256},
+        "hyper_parameters": asdict(train_cfg),
+        "seed": opts.seed,
+    }
+    key = cache.key_of(inputs)
+    entry = cache.cached_entry(opts.cache_dir, "finetuned", key)
+    reused = entry is not None
+    if entry is None:
+        def build(folder: Path) -> dict:
+            torch.manual_seed(opts.seed)  # the new head's initialisation
+            model = load_model(kind.auto_class, ref.path, **kind.model_kwargs())
+            features = kind.train_features(data.train)
+            stats = fine_tune(model, features, cfg=train_cfg, seed=opts.seed,
+                              pad_token_id=kind.tokenizer.pad_token_id, desc=f"fine-tuning {spec.name}")
+            model.save_pretrained(folder, safe_serialization=True)
+            kind.tokenizer.save_pretrained(folder)
+            return {**asdict(stats), "train_features": len(features)}
+
+        entry = cache.build_entry(opts.cache_dir, "finetuned", key, inputs, build)
+    return {"cache_key": key, "reused_from_cache": reused, "hyper_parameters": asdict(train_cfg),
+            "training": entry["stats"], "path": entry["path"]}
+
+
+def _done(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        return read_record(path).get("status") == "ok"
+    except ValueError:
+        return False

@@ -1,0 +1,101 @@
+"""Fine-tuning: one plain, deterministic loop for every task kind.
+
+Batches are grouped by length (shuffle, then sort inside chunks of 64 batches, then
+shuffle the batches), which keeps training randomised while cutting padding about 4x
+on this CPU. AdamW with linear warm-up and decay, as BERT fine-tuning does.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from benchsuite.engine import collate
+from benchsuite.tasks.spec import TrainConfig
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    examples: int
+    steps: int
+    epochs: float
+    seconds: float
+    final_loss: float  # mean over the last 50 steps
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    order = rng.permutation(len(lengths))
+    chunk = batch_size * 64
+    lengths = np.asarray(lengths)
+    batches = []
+    for c in range(0, len(order), chunk):
+        part = order[c : c + chunk]
+        part = part[np.argsort(-lengths[part], kind="stable")]
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def fine_tune(
+    model: torch.nn.Module,
+    features: Sequence[dict],
+    *,
+    cfg: TrainConfig,
+    seed: int,
+    pad_token_id: int,
+    desc: str = "fine-tuning",
+) -> TrainStats:
+    """Train ``model`` in place on ``features`` (inputs plus the labels its forward takes)."""
+    if not features:
+        raise ValueError("no training features: the training selection is empty")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    lengths = [len(f["input_ids"]) for f in features]
+    per_epoch = math.ceil(len(features) / cfg.batch_size)
+    total = max(1, math.ceil(per_epoch * cfg.epochs))
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and not _no_decay(n)]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and _no_decay(n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.learning_rate,
+    )
+    schedule = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
+    model.train()
+    losses: list[float] = []
+    start = time.perf_counter()
+    step = 0
+    with tqdm(total=total, desc=desc, unit="step", mininterval=2.0) as bar:
+        while step < total:
+            for index in length_grouped_batches(lengths, cfg.batch_size, rng):
+                if step == total:
+                    break
+                loss = model(**collate([features[i] for i in index], pad_token_id)).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+                step += 1
+                bar.update(1)
+                if step % 20 == 0:
+                    bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+    model.eval()
+    return TrainStats(
+        examples=len(features),
+        steps=total,
+        epochs=cfg.epochs,
+        seconds=time.perf_counter() - start,
+        final_loss=float(np.mean(losses[-50:])),
+    )
+
+
+def _no_decay(name: str) -> bool:
+    return name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name
