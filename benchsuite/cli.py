@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated compressors, each 'name' or 'name:key=value,...' (default: baseline)")
     runner.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
                         help=f"data budget and default tasks (default: {DEFAULT_PRESET})")
+    runner.add_argument("--max-train", type=int, help="cap training rows per task (sampled with the seed)")
+    runner.add_argument("--max-eval", type=int, help="cap evaluation rows per task (sampled with the seed)")
     runner.add_argument("--results-dir", type=Path, default=Path("results"))
     runner.add_argument("--cache-dir", type=Path, help="fine-tuned model cache (default: ~/.cache/benchsuite)")
     runner.add_argument("--seed", type=int, default=42)
@@ -132,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise UsageError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    preset = get_preset(args.preset)
+    preset = get_preset(args.preset).limited(max_train=args.max_train, max_eval=args.max_eval)
     opts = RunOptions(
         tasks=args.tasks or preset.tasks,
         compressors=args.compressors,

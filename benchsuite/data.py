@@ -58,7 +58,7 @@ def data_dir() -> Path | None:
 
 
 def load_task_data(
-    spec: TaskSpec, *, max_train: int | None, max_eval: int | None, seed: int, need_train: bool = True
+    spec: TaskSpec, *, max_train: int | None, max_eval: int | None, seed: int
 ) -> TaskData:
     """The task's training and evaluation rows, sampled with a fixed seed.
 
@@ -157,7 +157,8 @@ def _hold_apart(full: datasets.Dataset, fraction: float, group_by: str | None, s
 
 
 def _info(spec, split, full, source, rows, sel, limit, seed, note) -> SplitInfo:
-    how = "all rows" if limit is None or limit >= len(rows) else f"{len(sel)} rows sampled without replacement (seed {seed})"
+    sampled = limit is not None and limit < len(rows)
+    how = f"{len(sel)} rows sampled without replacement (seed {seed})" if sampled else "all rows"
     return SplitInfo(
         repo_id=spec.dataset.repo_id,
         config=spec.dataset.config,

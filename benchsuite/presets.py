@@ -29,6 +29,26 @@ class Preset:
     def budget(self, task: str) -> Budget:
         return self.budgets.get(task, self.default)
 
+    def limited(self, *, max_train: int | None, max_eval: int | None) -> Preset:
+        """This preset with per-task row limits capped; its name says so, so records never mix."""
+        if max_train is None and max_eval is None:
+            return self
+        for flag, value in (("--max-train", max_train), ("--max-eval", max_eval)):
+            if value is not None and value < 1:
+                raise UsageError(f"{flag} must be >= 1, got {value}")
+
+        def cap(budget: Budget) -> Budget:
+            return Budget(max_train=_min(budget.max_train, max_train), max_eval=_min(budget.max_eval, max_eval),
+                          epochs=budget.epochs)
+
+        suffix = "".join(f"-{n}{v}" for n, v in (("train", max_train), ("eval", max_eval)) if v is not None)
+        return Preset(self.name + suffix, self.tasks, {t: cap(b) for t, b in self.budgets.items()},
+                      cap(self.default))
+
+
+def _min(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
 
 CORE_TASKS = ("sst2", "mrpc", "squad", "conll2003")
 ALL_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "mnli_mismatched", "qnli", "rte", "wnli",

@@ -8,6 +8,7 @@ temporary name and renamed, so a crash never leaves half a record. Scores are on
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -114,7 +115,9 @@ def _version(name: str) -> str | None:
         return None
 
 
+@functools.cache
 def _git() -> dict[str, Any]:
+    """The checkout's commit, read once per process: the code that runs is the code present at start."""
     root = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,

@@ -87,6 +87,13 @@ def render(preset: str, records: list[dict[str, Any]]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _retention(record: dict[str, Any], base: dict[str, Any] | None) -> float | None:
+    """Compressed over baseline primary score, in percent; undefined when the baseline scored 0."""
+    if base is None or not base["primary_score"] or record["primary_score"] is None:
+        return None
+    return round(100 * record["primary_score"] / base["primary_score"], 1)
+
+
 def _task_section(task: str, records: list[dict[str, Any]]) -> list[str]:
     ok = [r for r in records if r["status"] == "ok"]
     if not ok:
@@ -103,8 +110,8 @@ def _task_section(task: str, records: list[dict[str, Any]]) -> list[str]:
         row = {
             "model": r["model"]["name"].split("/")[-1],
             "compressor": f"{r['compressor']['name']} `{r['compressor']['config_hash'][:8]}`",
-            **{k: round(v, 2) for k, v in sorted(r["scores"].items())},
-            "retention %": round(100 * r["primary_score"] / base["primary_score"], 1) if base else None,
+            **{k: None if v is None else round(v, 2) for k, v in sorted(r["scores"].items())},
+            "retention %": _retention(r, base),
             "params": f"{footprint['params'] / 1e6:.2f}M",
             "params_nonzero": f"{footprint['params_nonzero'] / 1e6:.2f}M",
             "compression": f"{base_params / footprint['params']:.2f}x" if base_params else None,

@@ -9,6 +9,7 @@ compressor that raises yields a failed record with its traceback, and the run go
 from __future__ import annotations
 
 import logging
+import math
 import time
 import traceback
 from dataclasses import asdict, dataclass, field, replace
@@ -67,6 +68,7 @@ def run(opts: RunOptions) -> RunSummary:
     specs = [load_task(name) for name in opts.tasks]
     compressors = [build_compressor(name) for name in opts.compressors]
     ref = resolve_model(opts.model)
+    provenance(opts.seed)  # pins the git state read at start into every record of this run
     summary = RunSummary()
     for spec in specs:
         _run_task(spec, compressors, ref, opts, summary)
@@ -147,8 +149,10 @@ def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: Ta
     after = footprint(compressed)
     predictions = predictions_path(path)
     write_predictions(predictions, evaluation.predictions)
-    record.scores = evaluation.scores
-    record.primary_score = evaluation.scores[spec.primary_metric]
+    # JSON has no NaN: an undefined score (a correlation of constant predictions) is null, and said so.
+    record.scores = {k: (None if math.isnan(v) else v) for k, v in evaluation.scores.items()}
+    record.primary_score = record.scores[spec.primary_metric]
+    undefined = sorted(k for k, v in record.scores.items() if v is None)
     record.measurements = {
         "footprint": after.to_json(),
         "footprint_before": before.to_json(),
@@ -160,6 +164,8 @@ def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: Ta
     }
     record.predictions_file = predictions.name
     record.notes = list(evaluation.notes)
+    if undefined:
+        record.notes.append(f"{', '.join(undefined)} undefined (constant predictions or references): null")
     record.provenance = provenance(opts.seed)
 
 

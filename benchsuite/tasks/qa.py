@@ -85,8 +85,9 @@ class ExtractiveQA(TaskKind):
         for example in range(len(rows)):
             text, score = self._best_span(enc, outputs, windows_of.get(example, []), contexts[example])
             predictions.append({"id": ids[example], "prediction_text": text})
-            references.append({"id": ids[example], "answers": {"text": list(answers[example]["text"]),
-                                                                 "answer_start": list(answers[example]["answer_start"])}})
+            gold = answers[example]
+            references.append({"id": ids[example], "answers": {"text": list(gold["text"]),
+                                                                 "answer_start": list(gold["answer_start"])}})
             rows_out.append({"id": ids[example], "prediction": text, "score": round(score, 4),
                              "gold": list(answers[example]["text"]), "windows": len(windows_of.get(example, []))})
         scores = self.compute_scores(predictions=predictions, references=references)

@@ -150,6 +150,12 @@ def _build(raw: dict[str, Any], path: Path) -> TaskSpec:
             raise ValueError(f"missing required key {key!r}")
     if raw["kind"] not in KINDS:
         raise ValueError(_unknown("kind", raw["kind"], KINDS))
+    # A classification spec without labels would silently become a regression: ask for them.
+    if raw["kind"] != "extractive_qa" and "labels" not in raw:
+        raise ValueError("missing required key 'labels' (the class names in the dataset's order; "
+                         "'labels: null' makes a classification task a regression)")
+    if raw["kind"] == "token_classification" and raw["labels"] is None:
+        raise ValueError("a token_classification task needs 'labels' (its tag names)")
     from benchsuite.metrics import METRIC_NAMES  # noqa: PLC0415 (keeps spec parsing import-light)
 
     metrics = tuple(raw["metrics"])
@@ -175,14 +181,14 @@ def _build(raw: dict[str, Any], path: Path) -> TaskSpec:
         max_length=max_length,
         labels=tuple(labels) if labels is not None else None,
         params=dict(raw.get("params") or {}),
-        train=TrainConfig(**(raw.get("train") or {})),
+        train=_train_config(raw.get("train") or {}),
         description=str(raw.get("description", "")).strip(),
         source=str(path),
     )
 
 
 def _resolve_includes(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
-    if path in seen:
+    if path.resolve() in seen:  # resolved: "../glue/a.yaml" and "a.yaml" are one file
         raise UsageError(f"{path}: include cycle through {' -> '.join(map(str, seen))}")
     raw = _read_yaml(path)
     base_name = raw.pop("include", None)
@@ -191,7 +197,36 @@ def _resolve_includes(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     base_path = path.parent / base_name
     if not base_path.is_file():
         raise UsageError(f"{path}: include {base_name!r} not found (looked for {base_path})")
-    return _merge(_resolve_includes(base_path, seen + (path,)), raw)
+    base = _resolve_includes(base_path, seen + (path.resolve(),))
+    base.pop("name", None)  # a task's name is its own (or its file's stem, as task_files says), never its base's
+    return _merge(base, raw)
+
+
+_TRAIN_TYPES = {"learning_rate": float, "epochs": float, "batch_size": int, "warmup_ratio": float,
+                "weight_decay": float, "max_grad_norm": float}
+
+
+def _train_config(values: dict[str, Any]) -> TrainConfig:
+    """``TrainConfig`` from the spec's ``train`` mapping, naming the field of any bad value.
+
+    YAML 1.1 reads ``5e-5`` (no dot) as a string, so numeric strings are converted.
+    """
+    if not isinstance(values, dict):
+        raise ValueError(f"train must be a mapping, got {values!r}")
+    unknown = set(values) - set(_TRAIN_TYPES)
+    if unknown:
+        raise ValueError(f"unknown train keys {sorted(unknown)}; known keys are {sorted(_TRAIN_TYPES)}")
+    clean: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, str):
+            try:
+                value = _TRAIN_TYPES[key](value)
+            except ValueError:
+                raise ValueError(f"train.{key} must be a number, got {value!r}") from None
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"train.{key} must be a number, got {value!r}")
+        clean[key] = value
+    return TrainConfig(**clean)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

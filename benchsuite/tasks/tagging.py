@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import datasets
-
 import torch
 from transformers import AutoModelForTokenClassification
 

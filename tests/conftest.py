@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from benchsuite.testing import tiny_model_dir
+
+REPO = Path(__file__).resolve().parents[1]
+MIRROR = REPO.parent / "shared" / "data" / "hub"
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    path = Path(os.environ.get("BENCHSUITE_DATA_DIR") or MIRROR)
+    if not path.is_dir():
+        pytest.fail(f"the data mirror {path} is missing: set BENCHSUITE_DATA_DIR to ../shared/data/hub")
+    return path
+
+
+@pytest.fixture()
+def data_env(mirror, monkeypatch) -> Path:
+    monkeypatch.setenv("BENCHSUITE_DATA_DIR", str(mirror))
+    return mirror
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return tiny_model_dir(tmp_path_factory.mktemp("tiny") / "bert")

@@ -1,0 +1,52 @@
+import subprocess
+import sys
+
+import pytest
+
+from benchsuite.cli import main
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--tasks", "sst"], "unknown task 'sst'; did you mean sst2"),
+        (["run", "--tasks", "sst2", "--compressors", "basline"], "unknown compressor 'basline'; did you mean baseline"),
+        (["run", "--tasks", "sst2", "--model", "/no/such/model"], "model path /no/such/model does not exist"),
+        (["run", "--tasks", ""], "empty"),
+        (["run", "--preset", "huge"], "invalid choice: 'huge'"),
+        (["run", "--tasks", "sst2", "--threads", "0"], "--threads must be >= 1"),
+        (["report", "--results-dir", "/no/such/results"], "does not exist"),
+    ],
+)
+def test_bad_usage_is_one_line_and_exit_2(argv, message, capsys, data_env, tiny_model):
+    if "--model" not in argv and argv[0] == "run":
+        argv = argv + ["--model", str(tiny_model)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_mirror_without_the_split_names_the_file(capsys, data_env, tiny_model, tmp_path):
+    assert main(["run", "--tasks", "qqp", "--model", str(tiny_model), "--results-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    # The mirror holds no qqp split at all; the first one looked for is named.
+    assert "nyu-mll/glue/qqp/validation.parquet" in err and "unset BENCHSUITE_DATA_DIR to use the Hub" in err
+
+
+def test_usage_error_in_a_real_process_has_no_traceback(data_env):
+    done = subprocess.run([sys.executable, "-m", "benchsuite.cli", "run", "--tasks", "nope"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.startswith("benchsuite: error: unknown task 'nope'")
+    assert "Traceback" not in done.stderr
+
+
+def test_list_tasks_and_compressors(capsys):
+    assert main(["list", "tasks"]) == 0
+    out = capsys.readouterr().out
+    for task in ("sst2", "mrpc", "stsb", "cola", "qqp", "mnli", "mnli_mismatched", "qnli", "rte", "wnli",
+                 "squad", "conll2003"):
+        assert f"\n{task} " in f"\n{out}"
+    assert main(["list", "compressors"]) == 0
+    assert "baseline" in capsys.readouterr().out

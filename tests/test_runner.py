@@ -1,0 +1,117 @@
+"""End to end on a tiny random BERT and the real data mirror (smoke preset: seconds)."""
+
+import json
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import pytest
+
+from benchsuite.cli import main
+from benchsuite.compressors import registry
+from benchsuite.report import write_reports
+
+TASKS = ("sst2", "mrpc", "squad", "conll2003")
+
+
+def run(tiny_model, results, cache, *extra):
+    return main(["run", "--preset", "smoke", "--model", str(tiny_model), "--results-dir", str(results),
+                 "--cache-dir", str(cache), *extra])
+
+
+def records(results: Path) -> dict[str, dict]:
+    return {str(p.relative_to(results)): json.loads(p.read_text()) for p in sorted(results.rglob("*.json"))}
+
+
+@pytest.fixture()
+def plugins(monkeypatch):
+    real = registry.entry_points
+    extra = {"raising": "tests.plugins:Raising", "zero_half": "tests.plugins:ZeroHalf",
+             "greedy": "tests.plugins:Greedy"}
+
+    def patched(*, group):
+        return list(real(group=group)) + [EntryPoint(n, v, group) for n, v in extra.items()]
+
+    monkeypatch.setattr(registry, "entry_points", patched)
+
+
+def test_run_writes_records_resumes_and_reports(tiny_model, data_env, tmp_path, capsys):
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    assert run(tiny_model, results, cache) == 0
+    found = records(results)
+    assert sorted(found) == [f"smoke/{t}/bert/baseline-cf3511a20247.json" for t in sorted(TASKS)]
+    for name, record in found.items():
+        assert record["status"] == "ok"
+        assert record["primary_score"] == record["scores"][record["task"]["primary_metric"]]
+        assert record["provenance"]["machine"]["torch_threads"] >= 1
+        predictions = (results / name).with_suffix(".predictions.jsonl")
+        assert record["predictions_file"] == predictions.name
+        assert len(predictions.read_text().splitlines()) == record["data"]["eval"]["rows_used"] == 32
+        assert record["measurements"]["footprint"]["params"] > 0
+        assert record["baseline"]["reused_from_cache"] is False
+    capsys.readouterr()
+
+    assert run(tiny_model, results, cache) == 0  # resume: every cell is done
+    assert "0 written, 4 already done" in capsys.readouterr().out
+    assert records(results) == found
+
+    first = write_reports(results, tmp_path / "r1")
+    second = write_reports(results, tmp_path / "r2")
+    assert [p.read_text() for p in first] == [p.read_text() for p in second]
+    text = first[0].read_text()
+    assert all(f"## {t}" in text for t in TASKS)
+
+
+def test_same_seed_same_scores_and_cache_reuse(tiny_model, data_env, tmp_path):
+    cache = tmp_path / "cache"
+    assert run(tiny_model, tmp_path / "a", cache, "--tasks", "mrpc,conll2003") == 0
+    assert run(tiny_model, tmp_path / "b", cache, "--tasks", "mrpc,conll2003") == 0
+    a, b = records(tmp_path / "a"), records(tmp_path / "b")
+    assert [r["scores"] for r in a.values()] == [r["scores"] for r in b.values()]
+    assert all(r["baseline"]["reused_from_cache"] for r in b.values())
+
+    # A corrupted cache entry is detected by its checksum and rebuilt, to the same weights.
+    for weights in cache.rglob("model.safetensors"):
+        weights.write_bytes(weights.read_bytes()[:1000])
+    assert run(tiny_model, tmp_path / "c", cache, "--tasks", "mrpc,conll2003") == 0
+    c = records(tmp_path / "c")
+    assert not any(r["baseline"]["reused_from_cache"] for r in c.values())
+    assert [r["scores"] for r in c.values()] == [r["scores"] for r in a.values()]
+
+
+def test_failing_compressor_is_isolated(tiny_model, data_env, tmp_path, plugins):
+    results = tmp_path / "results"
+    code = run(tiny_model, results, tmp_path / "cache", "--tasks", "sst2",
+               "--compressors", "baseline,raising,greedy,zero_half")
+    assert code == 1
+    by_name = {r["compressor"]["name"]: r for r in records(results).values()}
+    assert by_name["baseline"]["status"] == "ok"
+    assert by_name["raising"]["status"] == "failed"
+    assert "this compressor always fails" in by_name["raising"]["error"]["traceback"]
+    assert by_name["greedy"]["error"]["type"] == "PermissionError"
+    zero_half = by_name["zero_half"]["measurements"]
+    # Linear weights of the tiny BERT: 2 layers x (4*32*32 + 2*32*64) + pooler 32*32 + classifier 2*32
+    # = 17,472; the smaller half of each is zeroed: about 8,736 fewer non-zeros (ties at the median aside).
+    dropped = zero_half["footprint_before"]["params_nonzero"] - zero_half["footprint"]["params_nonzero"]
+    assert dropped == pytest.approx(8736, abs=64)
+    assert zero_half["footprint"]["params"] == zero_half["footprint_before"]["params"]
+    report = write_reports(results, tmp_path / "reports")[0].read_text()
+    assert "## Failed cells" in report and "this compressor always fails" in report
+
+
+def test_report_skips_truncated_and_foreign_files(tiny_model, data_env, tmp_path, caplog):
+    results = tmp_path / "results"
+    assert run(tiny_model, results, tmp_path / "cache", "--tasks", "sst2") == 0
+    (results / "smoke" / "truncated.json").write_text('{"schema_version": 1, "sta')
+    (results / "smoke" / "foreign.json").write_text('{"hello": "world"}')
+    text = write_reports(results, tmp_path / "reports")[0].read_text()
+    assert "## sst2" in text
+    assert "truncated.json: not valid JSON" in caplog.text
+    assert "foreign.json: not a benchsuite record" in caplog.text
+
+
+def test_row_limits_name_their_own_preset(tiny_model, data_env, tmp_path):
+    results = tmp_path / "results"
+    assert run(tiny_model, results, tmp_path / "cache", "--tasks", "sst2", "--max-train", "20", "--max-eval", "10") == 0
+    (record,) = records(results).values()
+    assert record["preset"] == "smoke-train20-eval10"
+    assert (record["data"]["train"]["rows_used"], record["data"]["eval"]["rows_used"]) == (20, 10)
