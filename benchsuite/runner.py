@@ -21,7 +21,7 @@ from benchsuite import cache
 from benchsuite.compressors.base import CompressionContext, Compressor
 from benchsuite.compressors.registry import build_compressor
 from benchsuite.data import TaskData, load_task_data
-from benchsuite.measure.footprint import footprint
+from benchsuite.measure.footprint import disk_size, footprint
 from benchsuite.models import ModelRef, load_model, load_tokenizer, resolve_model
 from benchsuite.presets import Budget, Preset
 from benchsuite.records import (
@@ -155,6 +155,7 @@ def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: Ta
     undefined = sorted(k for k, v in record.scores.items() if v is None)
     record.measurements = {
         "footprint": after.to_json(),
+        "disk": disk_size(compressed).to_json(),
         "footprint_before": before.to_json(),
         "compress_seconds": round(compress_seconds, 3),
         "evaluation": {**asdict(evaluation.forward), "padding_fraction": round(evaluation.forward.padding_fraction, 4),

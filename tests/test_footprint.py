@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from benchsuite.measure.footprint import footprint
+from benchsuite.measure.footprint import disk_size, footprint
 
 
 def test_untied_model_counts_every_parameter():
@@ -34,3 +34,20 @@ def test_nonzero_parameters():
         model.weight[0, :3] = 1.0
     fp = footprint(model)
     assert (fp.params, fp.params_nonzero) == (100, 3)
+
+
+def test_disk_size_counts_tied_storage_once_and_gzip_sees_zeros():
+    embed = nn.Embedding(1000, 64)  # 64,000 floats: 256,000 bytes
+    head = nn.Linear(64, 1000, bias=False)
+    head.weight = embed.weight
+    model = nn.ModuleDict({"embed": embed, "head": head})
+    dense = disk_size(model)
+    assert 256_000 <= dense.size_bytes < 256_000 + 1_000  # one copy plus the safetensors header
+    assert dense.gzip_bytes > 0.85 * dense.size_bytes  # random floats barely compress
+
+    with torch.no_grad():
+        mask = torch.rand_like(embed.weight) < 0.9
+        embed.weight[mask] = 0  # 90% zeros
+    sparse = disk_size(model)
+    assert sparse.size_bytes == dense.size_bytes  # dense storage: zeros still take 4 bytes each
+    assert sparse.gzip_bytes < 0.3 * dense.gzip_bytes

@@ -1,4 +1,4 @@
-"""Size of a model, counted so that shared storage counts once.
+"""Size of a model: parameters (shared storage counted once), non-zeros, and bytes on disk.
 
 Tied or shared weights (the word embedding tied to an output layer, ALBERT-style
 layers that are one module used many times) are one tensor storage seen under
@@ -8,9 +8,13 @@ counted once, by its data pointer and size.
 
 from __future__ import annotations
 
+import tempfile
+import zlib
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
+from safetensors.torch import save_model
 
 
 @dataclass(frozen=True)
@@ -36,3 +40,31 @@ def footprint(model: torch.nn.Module) -> Footprint:
         params += tensor.numel()
         nonzero += int(torch.count_nonzero(tensor.detach()))
     return Footprint(params=params, params_nonzero=nonzero, params_by_name=by_name)
+
+
+@dataclass(frozen=True)
+class DiskSize:
+    size_bytes: int  # the serialized model file
+    gzip_bytes: int  # that file gzip-compressed (level 6): what unstructured zeros really save
+    format: str
+    method: str = "state dict saved with safetensors.torch.save_model (shared tensors stored once), then gzip -6"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def disk_size(model: torch.nn.Module) -> DiskSize:
+    """Bytes of the model serialized as safetensors, and of that file gzip-compressed."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.safetensors"
+        save_model(model, str(path))
+        return DiskSize(size_bytes=path.stat().st_size, gzip_bytes=_gzip_size(path), format="safetensors")
+
+
+def _gzip_size(path: Path) -> int:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 31: the gzip container
+    total = 0
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            total += len(compressor.compress(chunk))
+    return total + len(compressor.flush())
