@@ -9,6 +9,7 @@ runs unless the caller asks for it.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +86,33 @@ def load_model(auto_class, path: str, **kwargs):
     """``auto_class.from_pretrained`` with safe defaults: no remote code, safetensors when present."""
     use_safetensors = (Path(path) / "model.safetensors").is_file() or None
     return auto_class.from_pretrained(path, trust_remote_code=False, use_safetensors=use_safetensors, **kwargs)
+
+
+# Architecture name suffix -> transformers Auto class; the longest matching suffix wins.
+AUTO_CLASSES = {
+    "ForSequenceClassification": "AutoModelForSequenceClassification",
+    "ForQuestionAnswering": "AutoModelForQuestionAnswering",
+    "ForTokenClassification": "AutoModelForTokenClassification",
+    "ForMaskedLM": "AutoModelForMaskedLM",
+    "Model": "AutoModel",
+}
+
+
+def auto_class_for(folder: str | Path):
+    """The transformers Auto class for the folder's first architecture (a bare encoder: AutoModel)."""
+    import transformers  # noqa: PLC0415
+
+    config = json.loads((Path(folder) / "config.json").read_text())
+    arch = (config.get("architectures") or ["Model"])[0]
+    suffix = max((s for s in AUTO_CLASSES if arch.endswith(s)), key=len, default=None)
+    if suffix is None:
+        raise UsageError(f"{folder}: no Auto class for architecture {arch!r}; give the compressor a load method")
+    return getattr(transformers, AUTO_CLASSES[suffix])
+
+
+def load_saved(folder: str | Path):
+    """Load a folder written by ``save_pretrained`` with the Auto class its config names."""
+    return load_model(auto_class_for(folder), str(folder)).eval()
 
 
 def _describe_local(path: Path) -> tuple[str, str]:

@@ -21,7 +21,8 @@ from benchsuite import cache
 from benchsuite.compressors.base import CompressionContext, Compressor
 from benchsuite.compressors.registry import build_compressor
 from benchsuite.data import TaskData, load_task_data
-from benchsuite.measure.footprint import disk_size, footprint
+from benchsuite.measure.cell import measure_cell
+from benchsuite.measure.footprint import footprint
 from benchsuite.models import ModelRef, load_model, load_tokenizer, resolve_model
 from benchsuite.presets import Budget, Preset
 from benchsuite.records import (
@@ -146,7 +147,6 @@ def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: Ta
     compressed = compressor.compress(model, context=context)
     compress_seconds = time.perf_counter() - start
     evaluation = kind.evaluate(compressed, data.eval, batch_size=opts.eval_batch_size)
-    after = footprint(compressed)
     predictions = predictions_path(path)
     write_predictions(predictions, evaluation.predictions)
     # JSON has no NaN: an undefined score (a correlation of constant predictions) is null, and said so.
@@ -154,9 +154,10 @@ def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: Ta
     record.primary_score = record.scores[spec.primary_metric]
     undefined = sorted(k for k, v in record.scores.items() if v is None)
     record.measurements = {
-        "footprint": after.to_json(),
-        "disk": disk_size(compressed).to_json(),
-        "footprint_before": before.to_json(),
+        **measure_cell(compressor=compressor, model=compressed, before=before,
+                       load_baseline=lambda: load_model(kind.auto_class, teacher_path),
+                       inputs=kind.model_inputs(data.eval), pad_token_id=kind.tokenizer.pad_token_id,
+                       seed=opts.seed, cache_dir=opts.cache_dir, batch_size=opts.eval_batch_size),
         "compress_seconds": round(compress_seconds, 3),
         "evaluation": {**asdict(evaluation.forward), "padding_fraction": round(evaluation.forward.padding_fraction, 4),
                        "seconds": round(evaluation.forward.seconds, 3),

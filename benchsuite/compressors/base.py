@@ -39,9 +39,12 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+
+from benchsuite.models import load_saved
 
 NEED_NAMES = frozenset({"train_data", "teacher", "calibration_data"})
 
@@ -126,6 +129,18 @@ class Compressor(ABC):
     @abstractmethod
     def compress(self, model: torch.nn.Module, *, context: CompressionContext) -> torch.nn.Module:
         """Return the compressed model (it may be ``model`` changed in place)."""
+
+    #: What ``save`` writes, as the record names it.
+    save_format: ClassVar[str] = "safetensors"
+
+    def save(self, model: torch.nn.Module, folder: Path) -> None:
+        """Write the compressed model in the method's real format; its size on disk is measured on it."""
+        model.save_pretrained(folder, safe_serialization=True)
+
+    @classmethod
+    def load(cls, folder: Path) -> torch.nn.Module:
+        """Rebuild a saved model (in a fresh process, where its memory is measured)."""
+        return load_saved(folder)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "config": self.config.to_json(), "config_hash": self.config.config_hash()}

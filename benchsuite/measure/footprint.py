@@ -53,12 +53,25 @@ class DiskSize:
         return asdict(self)
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx")
+
+
 def disk_size(model: torch.nn.Module) -> DiskSize:
     """Bytes of the model serialized as safetensors, and of that file gzip-compressed."""
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model.safetensors"
-        save_model(model, str(path))
-        return DiskSize(size_bytes=path.stat().st_size, gzip_bytes=_gzip_size(path), format="safetensors")
+        save_model(model, str(Path(folder) / "model.safetensors"))
+        return saved_size(Path(folder), format="safetensors")
+
+
+def saved_size(folder: Path, *, format: str, method: str | None = None) -> DiskSize:
+    """Bytes of the weight files a compressor saved in ``folder`` (configs and tokenizer excluded)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if not files:
+        raise ValueError(f"{folder} holds no weight files ({', '.join(WEIGHT_SUFFIXES)})")
+    return DiskSize(size_bytes=sum(p.stat().st_size for p in files), gzip_bytes=sum(map(_gzip_size, files)),
+                    format=format,
+                    method=method or f"bytes of the saved weight files ({', '.join(p.name for p in files)}), "
+                                     f"then each gzip -6")
 
 
 def _gzip_size(path: Path) -> int:

@@ -49,6 +49,10 @@ class TaskKind(ABC):
         """Token ids plus the labels the model's forward takes (``labels``, ``start_positions``...)."""
 
     @abstractmethod
+    def model_inputs(self, rows: datasets.Dataset) -> list[dict]:
+        """The model inputs of the evaluation rows (token ids only), as ``evaluate`` feeds them."""
+
+    @abstractmethod
     def evaluate(self, model: torch.nn.Module, rows: datasets.Dataset, *, batch_size: int) -> Evaluation:
         """Predict every row and score the predictions with the spec's metrics."""
 

@@ -46,6 +46,9 @@ class Classification(TaskKind):
     def train_features(self, rows: datasets.Dataset) -> list[dict]:
         return self._encode(rows)
 
+    def model_inputs(self, rows: datasets.Dataset) -> list[dict]:
+        return self._encode(rows)
+
     def evaluate(self, model: torch.nn.Module, rows: datasets.Dataset, *, batch_size: int) -> Evaluation:
         features = self._encode(rows)
         outputs, stats = forward_all(model, features, output_names=["logits"], batch_size=batch_size,

@@ -69,11 +69,18 @@ class ExtractiveQA(TaskKind):
             features.append({**{k: enc[k][w] for k in inputs}, "start_positions": start, "end_positions": end})
         return features
 
+    def model_inputs(self, rows: datasets.Dataset) -> list[dict]:
+        return self._window_inputs(self._windows(rows))
+
+    @staticmethod
+    def _window_inputs(enc) -> list[dict]:
+        inputs = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        return [{k: enc[k][w] for k in inputs} for w in range(len(enc["input_ids"]))]
+
     def evaluate(self, model: torch.nn.Module, rows: datasets.Dataset, *, batch_size: int) -> Evaluation:
         cols = self.spec.columns
         enc = self._windows(rows)
-        inputs = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-        features = [{k: enc[k][w] for k in inputs} for w in range(len(enc["input_ids"]))]
+        features = self._window_inputs(enc)
         outputs, stats = forward_all(model, features, output_names=["start_logits", "end_logits"],
                                      batch_size=batch_size, pad_token_id=self.tokenizer.pad_token_id,
                                      per_token=True, desc=f"evaluating {self.spec.name}")

@@ -47,6 +47,9 @@ class TokenClassification(TaskKind):
     def train_features(self, rows: datasets.Dataset) -> list[dict]:
         return self._encode(rows)[0]
 
+    def model_inputs(self, rows: datasets.Dataset) -> list[dict]:
+        return self._encode(rows)[0]
+
     def evaluate(self, model: torch.nn.Module, rows: datasets.Dataset, *, batch_size: int) -> Evaluation:
         features, word_ids = self._encode(rows)
         outputs, stats = forward_all(model, features, output_names=["logits"], batch_size=batch_size,

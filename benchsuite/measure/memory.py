@@ -1,0 +1,309 @@
+"""Peak memory of a model, measured in a fresh process: resident set size (RSS) in bytes.
+
+What is measured: the RSS of a child process and all its descendants (psutil, summed; pages
+shared between processes count once per process), sampled from the *parent* every
+``interval_s`` (2 ms by default), so the child runs undisturbed: no sampling thread holds
+its GIL. The child splits its run into phases by printing ``BENCHSUITE_PHASE <name>`` lines
+(optionally followed by its ``time.monotonic()``, which places the boundary exactly; else
+the moment the parent reads the line counts), and a phase's peak is the largest sample
+between its marker and the next. A final ``BENCHSUITE_RESULT <json>`` line is handed back.
+
+Sampling can miss a spike shorter than the interval, so the kernel's own high-water mark
+is recorded beside it: ``ru_maxrss`` from ``wait4`` on the command. A child started
+directly from a large parent inherits that parent's high-water mark across fork and exec
+(a 1 GB runner would report >= 1 GB for a 10 MB child), so the command is started
+through a small launcher that forks it from a ~10 MB process and reports its ``wait4``
+usage; the launcher's own memory is not sampled.
+
+``measure_model_memory`` applies this to a model: a fresh ``benchsuite.measure.memory_probe``
+process loads the model and runs the evaluation engine over real inputs, and the record
+separates the cost of loading from the peak while running inference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+
+PHASE = "BENCHSUITE_PHASE"
+RESULT = "BENCHSUITE_RESULT"
+_RUSAGE = "BENCHSUITE_RUSAGE"
+WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.pt")
+RU_MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, kilobytes on Linux
+_CHILDREN_REFRESH_S = 0.05  # finding descendants scans /proc (~1 ms), so it is redone only this often
+
+# Forks the command from this small process and reports the kernel's usage for it, so that
+# its ru_maxrss does not include the high-water mark of the (large) process that measures it.
+_LAUNCHER = f"""
+import os, sys
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[1], sys.argv[1:])
+    except OSError as exc:
+        os.write(2, f"cannot run {{sys.argv[1]}}: {{exc}}\\n".encode())
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+sys.stdout.write(f"{_RUSAGE} {{usage.ru_maxrss}}\\n")
+sys.stdout.flush()
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
+def announce_phase(name: str) -> None:
+    """For the child: start phase ``name`` now (the marker carries the exact time)."""
+    print(f"{PHASE} {name} {time.monotonic():.6f}", flush=True)
+
+
+def announce_result(result: dict) -> None:
+    """For the child: hand ``result`` (JSON-serialisable) back to the parent."""
+    print(f"{RESULT} {json.dumps(result)}", flush=True)
+
+
+def rss_bytes() -> int:
+    """This process's resident set size now."""
+    return psutil.Process().memory_info().rss
+
+
+@dataclass(frozen=True)
+class ProcessMemory:
+    """Resident memory of one command's run: bytes, sampled from the parent."""
+
+    peak_rss_bytes: int  # largest sample over the whole run
+    phase_peak_rss_bytes: dict[str, int]  # largest sample between a phase's marker and the next
+    baseline_rss_bytes: int | None  # RSS at the first phase marker (None: the child printed none)
+    ru_maxrss_bytes: int | None  # kernel high-water mark of the command (wait4), None if unknown
+    samples: int
+    interval_s: float
+    duration_s: float
+    result: dict | None = None  # the child's BENCHSUITE_RESULT, parsed
+    method: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def sample_peak_rss(cmd: Sequence[str], *, interval_s: float = 0.002, timeout_s: float,
+                    env: dict[str, str] | None = None) -> ProcessMemory:
+    """Run ``cmd`` and sample its RSS (with its descendants) every ``interval_s`` until it exits.
+
+    ``env`` replaces the environment as in ``subprocess.Popen`` (None: this one's);
+    ``PYTHONUNBUFFERED=1`` is added so Python children's markers arrive when printed.
+    Raises ``RuntimeError`` with the end of the child's stderr if it exits non-zero, and
+    ``TimeoutError`` (after killing it) if it runs longer than ``timeout_s``.
+    """
+    child_env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
+    markers: list[tuple[float, str]] = []
+    found: dict = {}
+    times, values = array("d"), array("q")
+    with tempfile.TemporaryFile() as stderr:
+        start = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-S", "-c", _LAUNCHER, *cmd], stdout=subprocess.PIPE,
+                                stderr=stderr, env=child_env, start_new_session=True)
+        reader = threading.Thread(target=_read_stdout, args=(proc.stdout, markers, found), daemon=True)
+        reader.start()
+        launcher = psutil.Process(proc.pid)
+        procs: list[psutil.Process] = []
+        refreshed = float("-inf")
+        try:
+            while proc.poll() is None:
+                now = time.monotonic()
+                if now - start > timeout_s:
+                    raise TimeoutError(f"{cmd[0]} ran longer than {timeout_s:g} s; killed"
+                                       f"{_tail(stderr)}")
+                if now - refreshed > _CHILDREN_REFRESH_S or not procs:
+                    procs, refreshed = _descendants(launcher), now
+                rss = _total_rss(procs)
+                if rss:
+                    times.append(now)
+                    values.append(rss)
+                time.sleep(interval_s)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            reader.join(timeout=10)
+        duration = time.monotonic() - start
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} exited with code {proc.returncode}{_tail(stderr)}")
+    peaks, baseline = _phase_peaks(times, values, markers)
+    maxrss = found.get("ru_maxrss")
+    return ProcessMemory(
+        peak_rss_bytes=max(values, default=0),
+        phase_peak_rss_bytes=peaks,
+        baseline_rss_bytes=baseline,
+        ru_maxrss_bytes=maxrss * RU_MAXRSS_UNIT if maxrss is not None else None,
+        samples=len(values),
+        interval_s=interval_s,
+        duration_s=round(duration, 3),
+        result=found.get("result"),
+        method=(f"RSS of the command and its descendants (psutil, summed) sampled every {interval_s * 1e3:g} ms "
+                f"from the parent; phase peak = largest sample between {PHASE} markers; ru_maxrss from wait4 "
+                f"on the command, forked from a small launcher so the parent's high-water mark is not inherited"),
+    )
+
+
+def _read_stdout(stream, markers: list[tuple[float, str]], found: dict) -> None:
+    for raw in stream:
+        received = time.monotonic()
+        line = raw.decode(errors="replace").strip()
+        if line.startswith(PHASE + " "):
+            parts = line.split()
+            at = float(parts[2]) if len(parts) > 2 else received
+            markers.append((at, parts[1]))
+        elif line.startswith(RESULT + " "):
+            try:
+                found["result"] = json.loads(line[len(RESULT) + 1:])
+            except json.JSONDecodeError:
+                found["result"] = {"unparsed": line[len(RESULT) + 1:]}
+        elif line.startswith(_RUSAGE + " "):
+            found["ru_maxrss"] = int(line.split()[1])
+    stream.close()
+
+
+def _descendants(launcher: psutil.Process) -> list[psutil.Process]:
+    try:
+        return launcher.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _total_rss(procs: list[psutil.Process]) -> int:
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:  # exited between listing and reading
+            pass
+    return total
+
+
+def _phase_peaks(times: array, values: array, markers: list[tuple[float, str]]
+                 ) -> tuple[dict[str, int], int | None]:
+    """Per phase, the largest sample in [its marker, the next marker); the RSS at the first marker."""
+    if not markers:
+        return {}, None
+    markers = sorted(markers)
+    bounds = [at for at, _ in markers] + [float("inf")]
+    peaks: dict[str, int] = {}
+    for (at, name), end in zip(markers, bounds[1:], strict=True):
+        lo, hi = bisect_left(times, at), bisect_left(times, end)
+        if lo == hi:  # a phase shorter than the interval: the first sample after it began
+            hi = min(lo + 1, len(times))
+        if lo < hi:
+            peaks[name] = max(peaks.get(name, 0), max(values[lo:hi]))
+    first = bisect_right(times, markers[0][0])
+    baseline = values[first - 1] if first else (values[0] if values else None)
+    return peaks, baseline
+
+
+def _tail(stderr, limit: int = 4000) -> str:
+    stderr.flush()
+    stderr.seek(0, os.SEEK_END)
+    stderr.seek(max(0, stderr.tell() - limit))
+    text = stderr.read().decode(errors="replace").strip()
+    return f"; stderr ends:\n{text}" if text else "; no stderr"
+
+
+@dataclass(frozen=True)
+class ModelMemory:
+    """Memory a model needs on the CPU, in bytes, from a fresh process (``measure_model_memory``).
+
+    transformers maps safetensors weights from the file instead of copying them: their pages
+    become resident (file-backed, shared with the page cache) only when first read, so the
+    load delta can be well below ``weight_bytes`` and the rest shows up during inference;
+    embedding rows never looked up may never count. Weights materialised in memory
+    (quantised, converted, ``.bin``) count in full at load.
+    """
+
+    load_peak_rss_bytes: int  # process RSS peak while the model loads
+    inference_peak_rss_bytes: int  # process RSS peak during a full pass over the inputs
+    load_delta_rss_bytes: int  # RSS after loading minus before: what keeping the model loaded costs
+    load_delta_file_rss_bytes: int | None  # of that, file-backed pages (mmapped weights); None off Linux
+    process_baseline_rss_bytes: int  # RSS before loading: interpreter, torch, transformers, the inputs
+    ru_maxrss_bytes: int | None  # the kernel's high-water mark of the whole probe process
+    weight_bytes: int  # the model folder's weight files (*.safetensors, *.bin, *.pt)
+    batch_size: int
+    threads: int
+    examples: int
+    method: str = field(default="")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def measure_model_memory(model_dir: Path, inputs: Sequence[dict], *, batch_size: int, threads: int,
+                         loader: str | None = None, interval_s: float = 0.002,
+                         timeout_s: float = 1800) -> ModelMemory:
+    """Load the model in ``model_dir`` in a fresh process and run it over ``inputs``; its memory.
+
+    ``inputs`` are features as the engine takes them (lists of token ids under
+    ``input_ids``, ``attention_mask``, ``token_type_ids``). ``loader`` is ``module:function``
+    taking the folder and returning the ``nn.Module`` (default: by ``config.json``'s
+    architectures, see ``memory_probe.load_pretrained``).
+    """
+    model_dir = Path(model_dir)
+    keys = ("input_ids", "attention_mask", "token_type_ids")
+    with tempfile.TemporaryDirectory(prefix="benchsuite-memory-") as folder:
+        path = Path(folder) / "inputs.jsonl"
+        with path.open("w") as fh:
+            for feature in inputs:
+                fh.write(json.dumps({k: list(map(int, feature[k])) for k in keys if k in feature}) + "\n")
+        cmd = [sys.executable, "-m", "benchsuite.measure.memory_probe", "--model", str(model_dir),
+               "--inputs", str(path), "--batch-size", str(batch_size), "--threads", str(threads)]
+        if loader:
+            cmd += ["--loader", loader]
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TQDM_DISABLE="1",
+                   TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+        run = sample_peak_rss(cmd, interval_s=interval_s, timeout_s=timeout_s, env=env)
+    result = run.result or {}
+    phase_rss = result.get("rss_bytes", {})
+    if "load" not in run.phase_peak_rss_bytes or "inference" not in run.phase_peak_rss_bytes or not phase_rss:
+        raise RuntimeError(f"the memory probe reported no load/inference phases (got {run.phase_peak_rss_bytes}, "
+                           f"result {result})")
+    # The process's RSS is never below where a phase started, so each phase peak is at least that.
+    load_peak = max(run.phase_peak_rss_bytes["load"], phase_rss["start"], phase_rss["loaded"])
+    inference_peak = max(run.phase_peak_rss_bytes["inference"], phase_rss["loaded"], phase_rss["done"])
+    return ModelMemory(
+        load_peak_rss_bytes=load_peak,
+        inference_peak_rss_bytes=inference_peak,
+        load_delta_rss_bytes=phase_rss["loaded"] - phase_rss["start"],
+        load_delta_file_rss_bytes=_delta(result.get("rss_file_bytes", {}), "start", "loaded"),
+        process_baseline_rss_bytes=phase_rss["start"],
+        ru_maxrss_bytes=run.ru_maxrss_bytes,
+        weight_bytes=weight_bytes(model_dir),
+        batch_size=batch_size,
+        threads=threads,
+        examples=len(inputs),
+        method=(f"fresh subprocess (python -m benchsuite.measure.memory_probe, {threads} threads) loads the model "
+                f"and runs benchsuite.engine.forward_all over {len(inputs)} inputs at batch {batch_size}; psutil "
+                f"RSS sampled every {interval_s * 1e3:g} ms from the parent, peak per phase (load, inference); "
+                f"load delta = RSS after loading minus before, read by the child after gc; plus ru_maxrss "
+                f"(wait4, launched from a small process so no parent memory is inherited)"),
+    )
+
+
+def _delta(values: dict, before: str, after: str) -> int | None:
+    if values.get(before) is None or values.get(after) is None:
+        return None
+    return values[after] - values[before]
+
+
+def weight_bytes(model_dir: Path) -> int:
+    """Total size of the weight files directly in ``model_dir``."""
+    files = {p for pattern in WEIGHT_GLOBS for p in Path(model_dir).glob(pattern) if p.is_file()}
+    return sum(p.stat().st_size for p in files)
