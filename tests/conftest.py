@@ -4,8 +4,13 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchsuite.testing import tiny_model_dir
+
+# One thread: on a 2-core machine that also runs other work, multi-threaded forward passes of the
+# speed measurements slow the suite several-fold, and tests assert no timings.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 MIRROR = REPO.parent / "shared" / "data" / "hub"
@@ -28,3 +33,10 @@ def data_env(mirror, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return tiny_model_dir(tmp_path_factory.mktemp("tiny") / "bert")
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """One cache for the session's end-to-end runs: each task's baseline is fine-tuned and the machine's
+    matmul peak measured once, then reused (only where a test does not check the cache itself)."""
+    return tmp_path_factory.mktemp("cache")

@@ -84,3 +84,14 @@ def _register(monkeypatch, **plugins: str) -> None:
         return list(real(group=group)) + extra
 
     monkeypatch.setattr(registry, "entry_points", patched)
+
+
+def test_option_values_take_their_field_type(monkeypatch):
+    # "factor=1" and "factor=1.0" are one config: one hash, one record.
+    assert ScaleConfig.from_params({"factor": 1}) == ScaleConfig(factor=1.0)
+    assert ScaleConfig.from_params({"factor": 1}).config_hash() == ScaleConfig(factor=1.0).config_hash()
+    with pytest.raises(ValueError, match="must be a number"):
+        ScaleConfig.from_params({"factor": "half"})
+    _register(monkeypatch, raising="tests.plugins:Raising")
+    with pytest.raises(UsageError, match="NaN is not a valid option value"):
+        registry.build_compressor("raising:factor=NaN")

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -49,5 +50,6 @@ def test_disk_size_counts_tied_storage_once_and_gzip_sees_zeros():
         mask = torch.rand_like(embed.weight) < 0.9
         embed.weight[mask] = 0  # 90% zeros
     sparse = disk_size(model)
+    assert footprint(model).params_nonzero / footprint(model).params == pytest.approx(0.10, abs=0.01)
     assert sparse.size_bytes == dense.size_bytes  # dense storage: zeros still take 4 bytes each
     assert sparse.gzip_bytes < 0.3 * dense.gzip_bytes

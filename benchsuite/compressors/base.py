@@ -7,9 +7,13 @@ result record. A compressor declares what else it needs (``NEEDS``) and receives
 exactly that in its :class:`CompressionContext`; asking for anything undeclared fails.
 
 A complete plugin, registered in its package's ``pyproject.toml`` under
-``[project.entry-points."benchsuite.compressors"]`` as ``zero_small = "my_pkg:ZeroSmall"``::
+``[project.entry-points."benchsuite.compressors"]`` as ``zero_small = "my_pkg:ZeroSmall"``
+(``examples/benchsuite-zero-small`` is this plugin as an installable package, with tests)::
 
+    import math
     from dataclasses import dataclass
+
+    import torch
     from benchsuite.compressors.base import Compressor, CompressorConfig
 
     @dataclass(frozen=True)
@@ -17,8 +21,8 @@ A complete plugin, registered in its package's ``pyproject.toml`` under
         threshold: float = 1e-3
 
         def validate(self) -> None:
-            if not self.threshold >= 0:
-                raise ValueError(f"threshold must be >= 0, got {self.threshold}")
+            if not (math.isfinite(self.threshold) and self.threshold >= 0):
+                raise ValueError(f"threshold must be finite and >= 0, got {self.threshold}")
 
     class ZeroSmall(Compressor):
         name = "zero_small"
@@ -26,9 +30,15 @@ A complete plugin, registered in its package's ``pyproject.toml`` under
         NEEDS = frozenset()            # or {"train_data", "teacher", "calibration_data"}
 
         def compress(self, model, *, context):
-            for p in model.parameters():
-                p.data[p.data.abs() < self.config.threshold] = 0
+            with torch.no_grad():
+                for module in model.base_model.modules():
+                    if isinstance(module, torch.nn.Linear):
+                        module.weight[module.weight.abs() < self.config.threshold] = 0
             return model
+
+Randomness must come from ``context.seed`` (the runner also seeds torch with it before each
+cell), so that a compressor is deterministic for a seed. ``save``/``load`` default to
+safetensors through ``save_pretrained``; a method with its own format overrides both.
 
 ``benchsuite run --compressors zero_small`` then scores it on every task.
 """
@@ -37,6 +47,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import typing
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -66,16 +78,31 @@ class CompressorConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> CompressorConfig:
+        """Build from JSON-like values, converting each to its field's type (``1`` -> ``1.0`` for a float),
+        so that equal configs hash equally however they were written."""
+        hints = typing.get_type_hints(cls)
         known = {f.name for f in fields(cls)}
         unknown = set(params) - known
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**params)
+        return cls(**{k: _coerce(k, v, hints.get(k)) for k, v in params.items()})
 
     def config_hash(self) -> str:
         """12 hex digits of sha256 over the canonical JSON: stable across runs and machines."""
         payload = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is tuple or typing.get_origin(hint) is tuple:
+        return tuple(value) if isinstance(value, list) else value
+    if hint in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ValueError(f"option {name} must be a number, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"option {name} must be finite, got {value!r}")
+    return value
 
 
 class CompressionContext:

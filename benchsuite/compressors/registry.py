@@ -8,6 +8,7 @@ itself: it is reported by name with its error, and the others still work. Set
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
@@ -17,6 +18,7 @@ from benchsuite.errors import UsageError
 
 GROUP = "benchsuite.compressors"
 DISABLE_ENV = "BENCHSUITE_DISABLE_PLUGINS"
+log = logging.getLogger("benchsuite.registry")
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,14 @@ def registered() -> dict[str, Registered]:
     disabled = {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
     found: dict[str, Registered] = {}
     for ep in entry_points(group=GROUP):
-        if ep.name not in disabled and ep.name not in found:
-            found[ep.name] = Registered(ep.name, ep)
+        if ep.name in disabled:
+            continue
+        if ep.name in found:
+            if found[ep.name].entry_point.value != ep.value:
+                log.warning("compressor name %r is registered twice (%s and %s); keeping the first",
+                            ep.name, found[ep.name].entry_point.value, ep.value)
+            continue
+        found[ep.name] = Registered(ep.name, ep)
     return dict(sorted(found.items()))
 
 
@@ -68,10 +76,16 @@ def build_compressor(spec: str) -> Compressor:
         if not sep:
             raise UsageError(f"compressor option {item!r} in {spec!r} is not key=value")
         try:
-            params[key.strip()] = json.loads(value)
+            params[key.strip()] = json.loads(value, parse_constant=_no_constants)
         except json.JSONDecodeError:
             params[key.strip()] = value
+        except ValueError as exc:
+            raise UsageError(f"compressor option {item!r}: {exc}") from None
     try:
         return cls(cls.config_class.from_params(params))
     except (TypeError, ValueError) as exc:
         raise UsageError(f"compressor {name!r}: invalid config: {exc}") from None
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not a valid option value")
