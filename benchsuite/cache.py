@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchsuite.fileio import file_sha256
+
 CACHE_ENV = "BENCHSUITE_CACHE_DIR"
 WEIGHTS = "model.safetensors"
 
@@ -40,7 +42,7 @@ def cached_entry(root: Path, kind: str, key: str) -> dict[str, Any] | None:
         return None
     try:
         meta = json.loads(meta_file.read_text())
-        intact = _sha256(folder / WEIGHTS) == meta["weights_sha256"]
+        intact = file_sha256(folder / WEIGHTS) == meta["weights_sha256"]
     except (OSError, json.JSONDecodeError, KeyError):
         intact = False
     if not intact:
@@ -59,7 +61,7 @@ def build_entry(root: Path, kind: str, key: str, inputs: dict[str, Any],
     tmp.mkdir(parents=True)
     try:
         stats = build(tmp)
-        meta = {"key": key, "inputs": inputs, "stats": stats, "weights_sha256": _sha256(tmp / WEIGHTS)}
+        meta = {"key": key, "inputs": inputs, "stats": stats, "weights_sha256": file_sha256(tmp / WEIGHTS)}
         (tmp / "entry.json").write_text(json.dumps(meta, indent=2, default=str))
         if final.exists():  # another process finished first; keep theirs (same key, same weights)
             shutil.rmtree(tmp)
@@ -70,11 +72,3 @@ def build_entry(root: Path, kind: str, key: str, inputs: dict[str, Any],
         raise
     meta["path"] = str(final)
     return meta
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -18,6 +18,7 @@ import datasets
 import numpy as np
 
 from benchsuite.errors import UsageError
+from benchsuite.fileio import file_sha256
 from benchsuite.tasks.spec import TaskSpec
 
 DATA_DIR_ENV = "BENCHSUITE_DATA_DIR"
@@ -180,11 +181,7 @@ def _file_sha256(path: Path) -> str:
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     if key not in _SHA_CACHE:
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        _SHA_CACHE[key] = digest.hexdigest()
+        _SHA_CACHE[key] = file_sha256(path)
     return _SHA_CACHE[key]
 
 

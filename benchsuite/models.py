@@ -8,12 +8,12 @@ runs unless the caller asks for it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchsuite.errors import UsageError
+from benchsuite.fileio import file_sha256
 
 HUB_DEFAULT = "sentence-transformers/all-MiniLM-L6-v2"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -131,9 +131,4 @@ def _weights_sha256(path: Path) -> str:
     files += sorted(p for p in path.glob("model-*.safetensors"))
     if not files:
         raise UsageError(f"model folder {path} holds no weights ({', '.join(WEIGHT_FILES)})")
-    digest = hashlib.sha256()
-    for file in files:
-        with file.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):  # noqa: B023
-                digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(*files)

@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from benchsuite.fileio import write_text_atomic
 
 SCHEMA_VERSION = 1
 PACKAGES = ("benchsuite", "torch", "transformers", "datasets", "evaluate", "tokenizers", "numpy", "pandas")
@@ -58,20 +59,6 @@ def predictions_path(record_file: Path) -> Path:
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False, allow_nan=False) + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:

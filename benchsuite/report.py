@@ -15,7 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from benchsuite.records import read_record, write_text_atomic
+from benchsuite.fileio import write_text_atomic
+from benchsuite.records import read_record
 
 log = logging.getLogger("benchsuite.report")
 

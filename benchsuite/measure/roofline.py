@@ -22,9 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import platform
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -33,6 +31,8 @@ from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
+
+from benchsuite.fileio import write_text_atomic
 
 # The int8 benchmark shape: tokens x in -> out, as a MiniLM-L6 FFN output layer (1536 -> 384) sees a
 # batch of 32 sequences of 128 tokens.
@@ -195,22 +195,8 @@ def cached_matmul_peak(cache_dir: Path, *, threads: int) -> MatmulPeak:
     except (OSError, ValueError, TypeError, KeyError):
         pass
     peak = measure_matmul_peak(threads=threads)
-    _write_atomically(path, json.dumps(peak.to_json(), indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, json.dumps(peak.to_json(), indent=2, sort_keys=True) + "\n")
     return peak
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- FLOPs of a forward pass -------------------------------------------------------------------
