@@ -88,6 +88,7 @@ def provenance(seed: int) -> dict[str, Any]:
         "machine": {
             "platform": platform.platform(),
             "cpu": _cpu_model(),
+            "cpu_vector_flags": _cpu_vector_flags(),
             "logical_cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
         },
@@ -114,6 +115,18 @@ def _git() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": bool(dirty)}
+
+
+def _cpu_vector_flags() -> list[str]:
+    """The SIMD extensions that decide which kernels run (AVX-512 and VNNI change int8 and fp32 speed)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                return sorted(f for f in flags if f.startswith(("avx", "amx", "fma")) or "vnni" in f)
+    except OSError:
+        pass
+    return []
 
 
 def _cpu_model() -> str:

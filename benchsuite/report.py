@@ -75,9 +75,11 @@ def render(preset: str, records: list[dict[str, Any]]) -> str:
              "gzip-compressed; *peak RSS MB* is the peak resident memory (MiB) of a fresh process that loads that",
              "file and runs the evaluation inputs. *samples/s* is throughput at batch 32 on real evaluation",
              "batches; *speedup* is baseline time over this model's time, measured interleaved in one process,",
-             "median [interquartile range]; *latency p50 ms* is at batch 1. *verdict* says whether a speedup was",
+             "median [interquartile range]; *latency p50 ms* is at batch 1; *% of fp32 peak* is the achieved",
+             "FLOP/s at batch 32 over this machine's measured fp32 matmul peak. *verdict* says whether a speedup was",
              "realised: faster/slower only when the whole IQR clears 1 +- 0.05. Each record's `method` fields",
              "say exactly how its figures were measured.", ""]
+    lines += _machines(records)
     by_task: dict[str, list[dict]] = defaultdict(list)
     for record in records:
         by_task[record["task"]["name"]].append(record)
@@ -95,6 +97,25 @@ def render(preset: str, records: list[dict[str, Any]]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _machines(records: list[dict[str, Any]]) -> list[str]:
+    """Where the figures were measured: CPU, threads, torch, and the machine's matmul peak."""
+    seen = set()
+    for r in records:
+        machine, peak = r["provenance"].get("machine", {}), r["measurements"].get("efficiency", {}).get("matmul_peak")
+        flags = set(machine.get("cpu_vector_flags", []))
+        isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+        isa += " with VNNI" if flags & {"avx512_vnni", "avx_vnni"} else ""
+        seen.add((f"{machine.get('cpu')}, {isa}" if flags else machine.get("cpu"), machine.get("logical_cpus"),
+                  machine.get("torch_threads"),
+                  r["provenance"].get("packages", {}).get("torch"),
+                  f"{peak['fp32_gflops']:.0f}" if peak else "n/a",
+                  f"{peak['int8_gops']:.0f}" if peak and peak.get("int8_gops") else "n/a"))
+    lines = [f"Measured on {cpu} ({cpus} logical CPUs, {threads} torch threads, torch {torch_version}); "
+             f"matmul peak fp32 {fp32} GFLOP/s, int8 {int8} GOP/s." for cpu, cpus, threads, torch_version, fp32, int8
+             in sorted(seen, key=str)]
+    return lines + [""] if lines else []
+
+
 def _size_columns(m: dict[str, Any], base_params: int | None) -> dict[str, Any]:
     fp, disk, memory = m["footprint"], m.get("disk"), m.get("memory")
     return {
@@ -110,12 +131,13 @@ def _size_columns(m: dict[str, Any], base_params: int | None) -> dict[str, Any]:
 def _speed_columns(m: dict[str, Any]) -> dict[str, Any]:
     speed = m.get("speed")
     if speed is None:  # records written before speed was measured
-        return {"samples/s": None, "speedup": None, "latency p50 ms": None, "verdict": None}
+        return {"samples/s": None, "speedup": None, "latency p50 ms": None, "% of fp32 peak": None, "verdict": None}
     ratio = speed["speedup_throughput"]
     return {
         f"samples/s (b{speed['throughput']['batch_size']})": f"{speed['throughput']['samples_per_s']:.1f}",
         "speedup": f"{ratio['median']:.2f} [{ratio['q25']:.2f}-{ratio['q75']:.2f}]",
         "latency p50 ms": f"{speed['latency_batch1']['model']['p50_ms']:.1f}",
+        "% of fp32 peak": f"{100 * m['efficiency']['fraction_of_peak']:.0f}" if "efficiency" in m else None,
         "verdict": m.get("speedup_realised"),
     }
 
