@@ -120,6 +120,9 @@ def _run_task(spec: TaskSpec, compressors: list[Compressor], ref: ModelRef, opts
 
 def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: TaskKind, data: TaskData,
                 teacher_path: str, opts: RunOptions, path: Path) -> None:
+    if compressor.supported_kinds is not None and spec.kind not in compressor.supported_kinds:
+        raise ValueError(f"{compressor.name} does not support {spec.kind} tasks "
+                         f"(it supports {sorted(compressor.supported_kinds)})")
     torch.manual_seed(opts.seed)
     model = load_model(kind.auto_class, teacher_path)
     before = footprint(model)
@@ -140,9 +143,6 @@ def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: Ta
         providers={"train_data": train_data, "teacher": lambda: load_model(kind.auto_class, teacher_path),
                    "calibration_data": calibration},
     )
-    if compressor.supported_kinds is not None and spec.kind not in compressor.supported_kinds:
-        raise ValueError(f"{compressor.name} does not support {spec.kind} tasks "
-                         f"(it supports {sorted(compressor.supported_kinds)})")
     start = time.perf_counter()
     compressed = compressor.compress(model, context=context)
     compress_seconds = time.perf_counter() - start
