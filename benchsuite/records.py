@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from benchsuite.fileio import write_text_atomic
+from benchsuite.machine import cpu_model, cpu_vector_flags
 
 SCHEMA_VERSION = 1
 PACKAGES = ("benchsuite", "torch", "transformers", "datasets", "evaluate", "tokenizers", "numpy", "pandas")
@@ -87,8 +88,8 @@ def provenance(seed: int) -> dict[str, Any]:
         "git": _git(),
         "machine": {
             "platform": platform.platform(),
-            "cpu": _cpu_model(),
-            "cpu_vector_flags": _cpu_vector_flags(),
+            "cpu": cpu_model(),
+            "cpu_vector_flags": cpu_vector_flags(),
             "logical_cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
         },
@@ -115,25 +116,3 @@ def _git() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": bool(dirty)}
-
-
-def _cpu_vector_flags() -> list[str]:
-    """The SIMD extensions that decide which kernels run (AVX-512 and VNNI change int8 and fp32 speed)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = line.split(":", 1)[1].split()
-                return sorted(f for f in flags if f.startswith(("avx", "amx", "fma")) or "vnni" in f)
-    except OSError:
-        pass
-    return []
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"

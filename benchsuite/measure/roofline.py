@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import platform
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -33,6 +32,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from benchsuite.fileio import write_text_atomic
+from benchsuite.machine import cpu_model
 
 # The int8 benchmark shape: tokens x in -> out, as a MiniLM-L6 FFN output layer (1536 -> 384) sees a
 # batch of 32 sequences of 128 tokens.
@@ -68,16 +68,6 @@ class MatmulPeak:
         if data.get("int8_shape") is not None:
             data["int8_shape"] = tuple(int(v) for v in data["int8_shape"])
         return cls(**data)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def measure_matmul_peak(*, threads: int, size: int = 2048, repeats: int = 10,
