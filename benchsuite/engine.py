@@ -83,7 +83,7 @@ def forward_all(
     start = time.perf_counter()
     batches = length_sorted_batches(lengths, batch_size)
     for index in tqdm(batches, desc=desc, unit="batch", leave=False, mininterval=1.0):
-        batch = collate([_inputs(features[i]) for i in index], pad_token_id)
+        batch = collate([model_inputs(features[i]) for i in index], pad_token_id)
         padded += batch["input_ids"].numel()
         result = model(**batch)
         for name in output_names:
@@ -101,5 +101,6 @@ def forward_all(
     return outputs, stats
 
 
-def _inputs(feature: dict) -> dict:
+def model_inputs(feature: dict) -> dict:
+    """The feature's model inputs (token ids, masks), without labels or bookkeeping."""
     return {k: v for k, v in feature.items() if k in INPUT_KEYS}

@@ -21,6 +21,7 @@ from benchsuite import cache
 from benchsuite.compressors.base import CompressionContext, Compressor
 from benchsuite.compressors.registry import build_compressor
 from benchsuite.data import TaskData, load_task_data
+from benchsuite.engine import model_inputs
 from benchsuite.measure.cell import measure_cell
 from benchsuite.measure.footprint import footprint
 from benchsuite.models import ModelRef, load_model, load_tokenizer, resolve_model
@@ -135,8 +136,7 @@ def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: Ta
         return train_features
 
     def calibration() -> list[dict]:
-        keep = ("input_ids", "attention_mask", "token_type_ids")
-        return [{k: v for k, v in f.items() if k in keep} for f in train_data()[:CALIBRATION_EXAMPLES]]
+        return [model_inputs(f) for f in train_data()[:CALIBRATION_EXAMPLES]]
 
     context = CompressionContext(
         needs=compressor.NEEDS, task=spec, tokenizer=kind.tokenizer, seed=opts.seed,
@@ -156,7 +156,7 @@ def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: Ta
     record.measurements = {
         **measure_cell(compressor=compressor, model=compressed, before=before,
                        load_baseline=lambda: load_model(kind.auto_class, teacher_path),
-                       inputs=kind.model_inputs(data.eval), pad_token_id=kind.tokenizer.pad_token_id,
+                       inputs=evaluation.inputs, pad_token_id=kind.tokenizer.pad_token_id,
                        seed=opts.seed, cache_dir=opts.cache_dir, batch_size=opts.eval_batch_size),
         "compress_seconds": round(compress_seconds, 3),
         "evaluation": {**asdict(evaluation.forward), "padding_fraction": round(evaluation.forward.padding_fraction, 4),

@@ -18,6 +18,7 @@ from benchsuite.cli import main
 from benchsuite.compressors.base import NEED_NAMES, CompressionContext
 from benchsuite.compressors.registry import get_compressor_class, registered
 from benchsuite.data import load_task_data
+from benchsuite.engine import model_inputs
 from benchsuite.models import load_model, load_tokenizer, resolve_model
 from benchsuite.presets import get_preset
 from benchsuite.runner import CALIBRATION_EXAMPLES
@@ -130,10 +131,8 @@ def test_deterministic_for_a_seed(name, tiny_model, data_env):
         return kind.train_features(data.train)
 
     def compressed() -> dict[str, torch.Tensor]:
-        keep = ("input_ids", "attention_mask", "token_type_ids")
         providers = {"train_data": train_data, "teacher": lambda: copy.deepcopy(model),
-                     "calibration_data": lambda: [{k: v for k, v in f.items() if k in keep}
-                                                  for f in train_data()[:CALIBRATION_EXAMPLES]]}
+                     "calibration_data": lambda: [model_inputs(f) for f in train_data()[:CALIBRATION_EXAMPLES]]}
         context = CompressionContext(needs=cls.NEEDS, task=spec, tokenizer=kind.tokenizer, seed=SEED,
                                      providers=providers)
         torch.manual_seed(SEED)  # as the runner does before each cell

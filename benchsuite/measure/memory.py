@@ -38,6 +38,8 @@ from pathlib import Path
 
 import psutil
 
+from benchsuite.engine import model_inputs
+
 PHASE = "BENCHSUITE_PHASE"
 RESULT = "BENCHSUITE_RESULT"
 _RUSAGE = "BENCHSUITE_RUSAGE"
@@ -257,12 +259,11 @@ def measure_model_memory(model_dir: Path, inputs: Sequence[dict], *, batch_size:
     architectures, see ``memory_probe.load_pretrained``).
     """
     model_dir = Path(model_dir)
-    keys = ("input_ids", "attention_mask", "token_type_ids")
     with tempfile.TemporaryDirectory(prefix="benchsuite-memory-") as folder:
         path = Path(folder) / "inputs.jsonl"
         with path.open("w") as fh:
             for feature in inputs:
-                fh.write(json.dumps({k: list(map(int, feature[k])) for k in keys if k in feature}) + "\n")
+                fh.write(json.dumps({k: list(map(int, v)) for k, v in model_inputs(feature).items()}) + "\n")
         cmd = [sys.executable, "-m", "benchsuite.measure.memory_probe", "--model", str(model_dir),
                "--inputs", str(path), "--batch-size", str(batch_size), "--threads", str(threads)]
         if loader:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from benchsuite.engine import collate, length_sorted_batches
+from benchsuite.engine import collate, length_sorted_batches, model_inputs
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def latency_inputs(features: Sequence[dict], pad_token_id: int, *, count: int, s
     """``count`` real single-example inputs sampled from the evaluation features."""
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(features), size=min(count, len(features)), replace=False)
-    return [collate([_inputs(features[i])], pad_token_id) for i in sorted(chosen)]
+    return [collate([model_inputs(features[i])], pad_token_id) for i in sorted(chosen)]
 
 
 def throughput_inputs(features: Sequence[dict], pad_token_id: int, *, batch_size: int, batches: int,
@@ -54,7 +54,7 @@ def throughput_inputs(features: Sequence[dict], pad_token_id: int, *, batch_size
     all_batches = length_sorted_batches([len(f["input_ids"]) for f in features], batch_size)
     full = [b for b in all_batches if len(b) == batch_size] or all_batches
     chosen = rng.choice(len(full), size=min(batches, len(full)), replace=False)
-    return [collate([_inputs(features[i]) for i in full[j]], pad_token_id) for j in sorted(chosen)]
+    return [collate([model_inputs(features[i]) for i in full[j]], pad_token_id) for j in sorted(chosen)]
 
 
 @torch.inference_mode()
@@ -78,10 +78,6 @@ def interleaved(models: dict[str, torch.nn.Module], inputs: Sequence[dict], *, w
                 model(**batch)
                 times[name].append(time.perf_counter() - start)
     return times
-
-
-def _inputs(feature: dict) -> dict:
-    return {k: v for k, v in feature.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
 
 @dataclass(frozen=True)

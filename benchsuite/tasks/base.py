@@ -25,6 +25,7 @@ class Evaluation:
     scores: dict[str, float]  # 0-100 scale, keyed as the metrics name them
     predictions: list[dict[str, Any]]  # one JSON-able row per evaluated example, for auditing
     forward: ForwardStats
+    inputs: list[dict]  # the features the model ran on, for the measurements to reuse
     notes: tuple[str, ...] = ()
 
 
@@ -47,10 +48,6 @@ class TaskKind(ABC):
     @abstractmethod
     def train_features(self, rows: datasets.Dataset) -> list[dict]:
         """Token ids plus the labels the model's forward takes (``labels``, ``start_positions``...)."""
-
-    @abstractmethod
-    def model_inputs(self, rows: datasets.Dataset) -> list[dict]:
-        """The model inputs of the evaluation rows (token ids only), as ``evaluate`` feeds them."""
 
     @abstractmethod
     def evaluate(self, model: torch.nn.Module, rows: datasets.Dataset, *, batch_size: int) -> Evaluation:

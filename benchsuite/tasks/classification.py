@@ -46,9 +46,6 @@ class Classification(TaskKind):
     def train_features(self, rows: datasets.Dataset) -> list[dict]:
         return self._encode(rows)
 
-    def model_inputs(self, rows: datasets.Dataset) -> list[dict]:
-        return self._encode(rows)
-
     def evaluate(self, model: torch.nn.Module, rows: datasets.Dataset, *, batch_size: int) -> Evaluation:
         features = self._encode(rows)
         outputs, stats = forward_all(model, features, output_names=["logits"], batch_size=batch_size,
@@ -65,4 +62,4 @@ class Classification(TaskKind):
             {"row": i, "reference": ref, "prediction": pred, "logits": [round(float(x), 5) for x in logit]}
             for i, (ref, pred, logit) in enumerate(zip(references, predicted, logits, strict=True))
         ]
-        return Evaluation(scores=scores, predictions=rows_out, forward=stats)
+        return Evaluation(scores=scores, predictions=rows_out, forward=stats, inputs=features)

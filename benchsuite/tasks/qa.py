@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForQuestionAnswering
 
-from benchsuite.engine import forward_all
+from benchsuite.engine import INPUT_KEYS, forward_all
 from benchsuite.tasks.base import Evaluation, TaskKind
 
 
@@ -47,7 +47,7 @@ class ExtractiveQA(TaskKind):
     def train_features(self, rows: datasets.Dataset) -> list[dict]:
         enc = self._windows(rows)
         answers = rows[self.spec.columns["answers"]][:]
-        inputs = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        inputs = [k for k in INPUT_KEYS if k in enc]
         features = []
         for w in range(len(enc["input_ids"])):
             example = enc["overflow_to_sample_mapping"][w]
@@ -69,18 +69,11 @@ class ExtractiveQA(TaskKind):
             features.append({**{k: enc[k][w] for k in inputs}, "start_positions": start, "end_positions": end})
         return features
 
-    def model_inputs(self, rows: datasets.Dataset) -> list[dict]:
-        return self._window_inputs(self._windows(rows))
-
-    @staticmethod
-    def _window_inputs(enc) -> list[dict]:
-        inputs = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-        return [{k: enc[k][w] for k in inputs} for w in range(len(enc["input_ids"]))]
-
     def evaluate(self, model: torch.nn.Module, rows: datasets.Dataset, *, batch_size: int) -> Evaluation:
         cols = self.spec.columns
         enc = self._windows(rows)
-        features = self._window_inputs(enc)
+        inputs = [k for k in INPUT_KEYS if k in enc]
+        features = [{k: enc[k][w] for k in inputs} for w in range(len(enc["input_ids"]))]
         outputs, stats = forward_all(model, features, output_names=["start_logits", "end_logits"],
                                      batch_size=batch_size, pad_token_id=self.tokenizer.pad_token_id,
                                      per_token=True, desc=f"evaluating {self.spec.name}")
@@ -98,7 +91,7 @@ class ExtractiveQA(TaskKind):
             rows_out.append({"id": ids[example], "prediction": text, "score": round(score, 4),
                              "gold": list(answers[example]["text"]), "windows": len(windows_of.get(example, []))})
         scores = self.compute_scores(predictions=predictions, references=references)
-        return Evaluation(scores=scores, predictions=rows_out, forward=stats)
+        return Evaluation(scores=scores, predictions=rows_out, forward=stats, inputs=features)
 
     def _best_span(self, enc, outputs, windows: list[int], context: str) -> tuple[str, float]:
         n_best = int(self._param("n_best", 20))

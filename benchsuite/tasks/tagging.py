@@ -47,9 +47,6 @@ class TokenClassification(TaskKind):
     def train_features(self, rows: datasets.Dataset) -> list[dict]:
         return self._encode(rows)[0]
 
-    def model_inputs(self, rows: datasets.Dataset) -> list[dict]:
-        return self._encode(rows)[0]
-
     def evaluate(self, model: torch.nn.Module, rows: datasets.Dataset, *, batch_size: int) -> Evaluation:
         features, word_ids = self._encode(rows)
         outputs, stats = forward_all(model, features, output_names=["logits"], batch_size=batch_size,
@@ -78,6 +75,6 @@ class TokenClassification(TaskKind):
         scores = self.compute_scores(predictions=predictions, references=references)
         notes = (f"{truncated_words} words beyond max_length {self.spec.max_length} were predicted 'O'",) \
             if truncated_words else ()
-        return Evaluation(scores=scores, predictions=rows_out, forward=stats, notes=notes)
+        return Evaluation(scores=scores, predictions=rows_out, forward=stats, inputs=features, notes=notes)
 
 
