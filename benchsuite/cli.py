@@ -30,6 +30,19 @@ def _csv(value: str) -> tuple[str, ...]:
     return items
 
 
+def _compressor_list(value: str) -> tuple[str, ...]:
+    """``a,b:k=1,j=2,c`` -> ``(a, b:k=1,j=2, c)``: a piece with ``=`` and no ``:`` is an option of the one before."""
+    specs: list[str] = []
+    for piece in _csv(value):
+        if "=" in piece and ":" not in piece:
+            if not specs:
+                raise argparse.ArgumentTypeError(f"option {piece!r} comes before any compressor name")
+            specs[-1] += f",{piece}"
+        else:
+            specs.append(piece)
+    return tuple(specs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from benchsuite.presets import DEFAULT_PRESET, PRESETS
 
@@ -43,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     runner = sub.add_parser("run", help="fine-tune baselines, compress, score, and write records")
     runner.add_argument("--model", help="Hub id or local folder (default: all-MiniLM-L6-v2)")
     runner.add_argument("--tasks", type=_csv, help="comma-separated task names or YAML paths (default: the preset's)")
-    runner.add_argument("--compressors", type=_csv, default=("baseline",),
+    runner.add_argument("--compressors", type=_compressor_list, default=("baseline",),
                         help="comma-separated compressors, each 'name' or 'name:key=value,...' (default: baseline)")
     runner.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
                         help=f"data budget and default tasks (default: {DEFAULT_PRESET})")

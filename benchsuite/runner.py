@@ -146,6 +146,8 @@ def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: Ta
     start = time.perf_counter()
     compressed = compressor.compress(model, context=context)
     compress_seconds = time.perf_counter() - start
+    if getattr(compressor, "layout", None):  # structural choices made from data, e.g. which layers were split
+        record.compressor["layout"] = compressor.layout
     evaluation = kind.evaluate(compressed, data.eval, batch_size=opts.eval_batch_size)
     predictions = predictions_path(path)
     write_predictions(predictions, evaluation.predictions)

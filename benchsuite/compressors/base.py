@@ -157,6 +157,10 @@ class Compressor(ABC):
     def compress(self, model: torch.nn.Module, *, context: CompressionContext) -> torch.nn.Module:
         """Return the compressed model (it may be ``model`` changed in place)."""
 
+    #: The arithmetic of the compressed model's matmuls: "fp32", "int8", "fp16" or "bf16". The record's
+    #: efficiency section compares achieved operations per second with the machine's peak for it.
+    compute: ClassVar[str] = "fp32"
+
     #: What ``save`` writes, as the record names it.
     save_format: ClassVar[str] = "safetensors"
 

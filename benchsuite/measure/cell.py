@@ -39,8 +39,14 @@ def measure_cell(*, compressor: Compressor, model: torch.nn.Module, before: Foot
         memory = measure_model_memory(folder, inputs, batch_size=batch_size, threads=threads, loader=loader)
     speed, batches = compare_speed(load_baseline(), model, inputs, pad_token_id=pad_token_id, seed=seed)
     flops = sum(forward_flops(model, batch) for batch in batches)
+    flops_counted_on = "model"
+    if flops == 0:  # ops torch cannot see (an ONNX Runtime session): the same computation as the fp32 teacher's
+        baseline = load_baseline()
+        flops, flops_counted_on = sum(forward_flops(baseline, batch) for batch in batches), "baseline"
     seconds = speed["throughput"]["samples"] / speed["throughput"]["samples_per_s"]
     peak = cached_matmul_peak(cache_dir, threads=threads)
+    # An int8 model's linear layers run int8 kernels: compare with the int8 peak (its attention stays fp32).
+    int8 = compressor.compute == "int8" and peak.int8_gops is not None
     # The teacher is fp32, so its safetensors file is about 4 bytes per parameter.
     shrank = (after.params < (1 - SHRINK_MARGIN) * before.params
               or after.params_nonzero < (1 - SHRINK_MARGIN) * before.params_nonzero
@@ -53,11 +59,14 @@ def measure_cell(*, compressor: Compressor, model: torch.nn.Module, before: Foot
         "speed": speed,
         "efficiency": {
             "flops_per_throughput_pass": flops,
-            **achieved_fraction(flops, seconds, peak),
+            **achieved_fraction(flops, seconds, peak, int8=int8),
+            "peak_kind": "int8" if int8 else "fp32",
+            "flops_counted_on": flops_counted_on,
             "matmul_peak": peak.to_json(),
             "method": "FLOPs of the throughput batches counted by torch FlopCounterMode (with quantized linear and "
-                      "CPU attention formulas added), over the median time of one pass; peak = best fp32 "
-                      "torch.mm GFLOP/s of this machine at the same thread count",
+                      "CPU attention formulas added), over the median time of one pass; peak = best "
+                      + ("int8 quantized Linear GOP/s" if int8 else "fp32 torch.mm GFLOP/s")
+                      + " of this machine at the same thread count",
         },
         "speedup_realised": "reference" if compressor.name == "baseline" else verdict(speed, shrank=shrank),
     }

@@ -4,6 +4,13 @@ Tied or shared weights (the word embedding tied to an output layer, ALBERT-style
 layers that are one module used many times) are one tensor storage seen under
 several names; counting by name double-counts them. Here each distinct storage is
 counted once, by its data pointer and size.
+
+Quantized weights are not parameters: torch.ao's quantized modules keep them packed
+(read back through their ``weight()``/``bias()`` methods), and a module of another
+format (int4 groups, an ONNX Runtime session) lists the tensors it stores through a
+``compressed_weights()`` method. Both count here, as elements in their stored dtype, so
+that an int8 model has as many parameters as its fp32 source; bytes are what the disk
+size reports.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ class Footprint:
     params: int  # elements in distinct parameter storages
     params_nonzero: int  # of those, the non-zero ones
     params_by_name: int  # the naive count, one per name: differs when storage is shared
-    method: str = "distinct parameter storages (by data pointer), each counted once; buffers excluded"
+    method: str = ("distinct parameter storages (by data pointer), each counted once, plus quantized weights "
+                   "(torch.ao packed weight()/bias(), compressed_weights()); other buffers excluded")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -31,15 +39,36 @@ class Footprint:
 def footprint(model: torch.nn.Module) -> Footprint:
     seen: set[tuple[int, int]] = set()
     params = nonzero = by_name = 0
-    for _, tensor in model.named_parameters(remove_duplicate=False):
+    tensors = [t for _, t in model.named_parameters(remove_duplicate=False)] + stored_weights(model)
+    for tensor in tensors:
         by_name += tensor.numel()
         key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
         if key in seen:
             continue
         seen.add(key)
         params += tensor.numel()
-        nonzero += int(torch.count_nonzero(tensor.detach()))
+        nonzero += int(torch.count_nonzero(_values(tensor.detach())))
     return Footprint(params=params, params_nonzero=nonzero, params_by_name=by_name)
+
+
+def stored_weights(model: torch.nn.Module) -> list[torch.Tensor]:
+    """Weights held outside ``parameters()``: torch.ao packed weights and ``compressed_weights()``."""
+    found: list[torch.Tensor] = []
+    for module in model.modules():
+        if callable(getattr(module, "compressed_weights", None)):
+            found += list(module.compressed_weights())
+        elif type(module).__module__.startswith("torch.ao.nn.quantized"):
+            for name in ("weight", "bias"):
+                method = getattr(module, name, None)
+                value = method() if callable(method) else None
+                if isinstance(value, torch.Tensor):
+                    found.append(value)
+    return found
+
+
+def _values(tensor: torch.Tensor) -> torch.Tensor:
+    """What the tensor stands for: a quantized tensor's zero is its zero point, so read it dequantized."""
+    return tensor.dequantize() if tensor.is_quantized else tensor
 
 
 @dataclass(frozen=True)

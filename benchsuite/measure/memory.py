@@ -39,11 +39,11 @@ from pathlib import Path
 import psutil
 
 from benchsuite.engine import model_inputs
+from benchsuite.measure.footprint import WEIGHT_SUFFIXES
 
 PHASE = "BENCHSUITE_PHASE"
 RESULT = "BENCHSUITE_RESULT"
 _RUSAGE = "BENCHSUITE_RUSAGE"
-WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.pt")
 RU_MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, kilobytes on Linux
 _CHILDREN_REFRESH_S = 0.05  # finding descendants scans /proc (~1 ms), so it is redone only this often
 
@@ -306,5 +306,5 @@ def _delta(values: dict, before: str, after: str) -> int | None:
 
 def weight_bytes(model_dir: Path) -> int:
     """Total size of the weight files directly in ``model_dir``."""
-    files = {p for pattern in WEIGHT_GLOBS for p in Path(model_dir).glob(pattern) if p.is_file()}
+    files = {p for p in Path(model_dir).iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES}
     return sum(p.stat().st_size for p in files)

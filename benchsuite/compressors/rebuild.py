@@ -1,0 +1,88 @@
+"""Saving and reloading models whose modules a compressor replaced.
+
+A quantised model is not a ``save_pretrained`` checkpoint: its layers are of other
+classes and its weights other dtypes. Such a compressor says how to turn the fine-tuned
+architecture into its own (``restructure``: module surgery only, no data), and this base
+saves ``config.json``, ``compressor.json`` (the compressor's name, its config and the
+``layout``: any structural choice ``compress`` made from data, such as which layers it
+split) and the state dict in the method's format. ``load`` builds the architecture from
+``config.json``, restructures it with the saved config and layout and loads the state
+dict strictly, so a reloaded model is the saved one, tensor for tensor.
+
+The skeleton is first built in fp32 (transformers' ``from_config``), so loading briefly
+holds an fp32 copy: the memory record's loading peak includes it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from abc import abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from benchsuite.compressors.base import Compressor
+from benchsuite.errors import UsageError
+from benchsuite.fileio import write_text_atomic
+from benchsuite.models import auto_class_for
+
+SPEC_FILE = "compressor.json"
+
+
+class RebuiltCompressor(Compressor):
+    #: ``"safetensors"`` for plain tensors; ``"torch"`` for torch.ao quantized state dicts (packed qtensors
+    #: that safetensors cannot hold), written with ``torch.save`` and read with ``weights_only=True``.
+    state_format: ClassVar[str] = "safetensors"
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.layout: dict = {}  # JSON-able structural choices of the last compress, saved beside the config
+
+    @abstractmethod
+    def restructure(self, model: torch.nn.Module, layout: dict) -> torch.nn.Module:
+        """The architecture of a compressed model, built from the fp32 one and ``layout`` without any data."""
+
+    @property
+    def save_format(self) -> str:  # type: ignore[override]
+        return ("torch.ao quantized state dict (torch.save; loaded with weights_only=True)"
+                if self.state_format == "torch" else "safetensors state dict") + " + config.json"
+
+    def save(self, model: torch.nn.Module, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        config = copy.deepcopy(model.config)
+        config.architectures = [type(model).__name__]  # the head class, which load rebuilds
+        config.save_pretrained(folder)
+        write_text_atomic(folder / SPEC_FILE, json.dumps({"compressor": self.name, **self.config.to_json(),
+                                                         "layout": self.layout},
+                                                        indent=2, sort_keys=True) + "\n")
+        state = model.state_dict()
+        if self.state_format == "torch":
+            torch.save(state, folder / "model.pt")
+        else:
+            save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"))
+
+    @classmethod
+    def load(cls, folder: Path) -> torch.nn.Module:
+        folder = Path(folder)
+        spec = json.loads((folder / SPEC_FILE).read_text())
+        if spec.get("compressor") != cls.name or spec.get("version") != cls.config_class.version:
+            raise UsageError(f"{folder} was saved by {spec.get('compressor')!r} config version {spec.get('version')}, "
+                             f"not {cls.name!r} version {cls.config_class.version}: re-run the cell with --force")
+        compressor = cls(cls.config_class.from_params(spec["params"]))
+        import transformers  # noqa: PLC0415
+
+        config = transformers.AutoConfig.from_pretrained(folder)
+        skeleton = auto_class_for(folder).from_config(config).eval()
+        model = compressor.restructure(skeleton, spec.get("layout") or {})
+        if cls.state_format == "torch":
+            with warnings.catch_warnings():  # torch.load's own notice about TypedStorage, raised by qtensors
+                warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated")
+                state = torch.load(folder / "model.pt", weights_only=True)
+        else:
+            state = load_file(str(folder / "model.safetensors"))
+        model.load_state_dict(state, strict=True)
+        return model.eval()

@@ -1,0 +1,73 @@
+"""Weight-only quantisation: ``weight_only_int8`` and ``weight_only_int4``, with group-wise scales.
+
+Every ``nn.Linear`` (and, with ``embeddings``, the word-embedding table) stores symmetric
+integers with one fp32 scale per ``group_size`` consecutive weights of a row
+(``benchsuite.quant.groupwise``); activations stay fp32. Saved as safetensors (int8, or
+uint8 holding two int4 values). This shrinks storage and resident weights, not compute:
+the forward pass dequantises each weight before an fp32 matmul, so on CPU it is slower
+than fp32, and the records say so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+from benchsuite.compressors.base import CompressorConfig
+from benchsuite.compressors.rebuild import RebuiltCompressor
+from benchsuite.quant.groupwise import GroupQuantEmbedding, GroupQuantLinear
+from benchsuite.quant.surgery import linear_names, replace_modules, word_embedding_name
+
+
+@dataclass(frozen=True)
+class WeightOnlyConfig(CompressorConfig):
+    group_size: int = 64  # weights per scale along a row (a shorter row is one group); must divide each row
+    embeddings: bool = True
+
+    def validate(self) -> None:
+        if self.group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {self.group_size}")
+
+
+class _WeightOnly(RebuiltCompressor):
+    bits: ClassVar[int]
+    config_class = WeightOnlyConfig
+
+    def compress(self, model, *, context):
+        return self._quantize(model)
+
+    def restructure(self, model: nn.Module, layout: dict) -> nn.Module:
+        return self._quantize(model)  # quantises the skeleton's random weights; the saved state replaces them
+
+    def _quantize(self, model: nn.Module) -> nn.Module:
+        bits = self.bits
+        names = linear_names(model)
+        for name in names:  # fail before changing anything
+            self._group(model.get_submodule(name).in_features, name)
+        replace_modules(model, names, lambda linear: GroupQuantLinear.from_linear(
+            linear, bits=bits, group_size=self._group(linear.in_features)))
+        if self.config.embeddings:
+            table = word_embedding_name(model)
+            group = self._group(model.get_submodule(table).embedding_dim, table)
+            replace_modules(model, [table],
+                            lambda emb: GroupQuantEmbedding.from_embedding(emb, bits=bits, group_size=group))
+        return model.eval()
+
+    def _group(self, width: int, name: str = "") -> int:
+        group = min(self.config.group_size, width)
+        if width % group:
+            raise ValueError(f"group_size {group} does not divide the {width} inputs of {name}; "
+                             f"choose a divisor of {width}")
+        return group
+
+
+class WeightOnlyInt8(_WeightOnly):
+    name = "weight_only_int8"
+    bits = 8
+
+
+class WeightOnlyInt4(_WeightOnly):
+    name = "weight_only_int4"
+    bits = 4

@@ -1,0 +1,29 @@
+"""Finding and replacing submodules of a transformers encoder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+
+def linear_names(model: nn.Module) -> list[str]:
+    """Qualified names of every ``nn.Linear`` (encoder, pooler and task head)."""
+    return [name for name, module in model.named_modules() if type(module) is nn.Linear]
+
+
+def word_embedding_name(model: nn.Module) -> str:
+    """Qualified name of the word-embedding table (``get_input_embeddings``)."""
+    table = model.get_input_embeddings()
+    for name, module in model.named_modules():
+        if module is table:
+            return name
+    raise ValueError(f"{type(model).__name__} has no input embedding among its modules")
+
+
+def replace_modules(model: nn.Module, names: list[str], build: Callable[[nn.Module], nn.Module]) -> None:
+    """Replace each named submodule by ``build(old)``, in place."""
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, build(getattr(parent, child)))
