@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     runner.add_argument("--seed", type=int, default=42)
     runner.add_argument("--threads", type=int, help="torch threads (default: every core)")
     runner.add_argument("--force", action="store_true", help="redo cells that already have a record")
+    runner.add_argument("--cell-timeout", type=float, metavar="SECONDS",
+                        help="fail a cell (compress, evaluate, measure) that runs longer; the run goes on")
 
     reporter = sub.add_parser("report", help="regenerate report tables from records")
     reporter.add_argument("--results-dir", type=Path, default=Path("results"))
@@ -157,9 +159,13 @@ def _run(args: argparse.Namespace) -> int:
         model=args.model,
         seed=args.seed,
         force=args.force,
+        cell_timeout=args.cell_timeout,
     )
+    if args.cell_timeout is not None and args.cell_timeout <= 0:
+        raise UsageError(f"--cell-timeout must be > 0 seconds, got {args.cell_timeout}")
     summary = run(opts)
-    print(f"{len(summary.written)} written, {len(summary.skipped)} already done, {len(summary.failed)} failed "
+    busy = f", {len(summary.busy)} being computed by another run" if summary.busy else ""
+    print(f"{len(summary.written)} written, {len(summary.skipped)} already done, {len(summary.failed)} failed{busy} "
           f"(records under {args.results_dir})")
     for path in summary.failed:
         print(f"  failed: {path}", file=sys.stderr)

@@ -117,7 +117,16 @@ def _load_split(spec: TaskSpec, split: str) -> tuple[datasets.Dataset, str]:
                 f"or add the file to the mirror",
                 path,
             )
-        return datasets.Dataset.from_parquet(str(path)), str(path)
+        expected = _manifest_sha256(ds.repo_id, ds.config, split)
+        if expected and _file_sha256(path) != expected:
+            raise UsageError(f"task {spec.name}: {path} does not match the sha256 its MANIFEST.json lists "
+                             f"({expected[:12]}...): the file is corrupt or was replaced; restore it in the mirror")
+        try:
+            return datasets.Dataset.from_parquet(str(path)), str(path)
+        except Exception as exc:  # pyarrow and datasets raise several types for a damaged file
+            first_line = (str(exc).splitlines() or [""])[0][:200]
+            raise UsageError(f"task {spec.name}: {path} is not a readable parquet file ({type(exc).__name__}: "
+                             f"{first_line}); restore it in the mirror") from None
     try:
         return datasets.load_dataset(ds.repo_id, ds.config, split=split), "hub"
     except Exception as exc:  # the Hub raises many types: connection, auth, missing config
@@ -205,6 +214,13 @@ def _manifest_note(repo_id: str, config: str, split: str) -> str:
                 return (f"{repo_id}/{config} {split}: the local mirror holds {entry['rows']:,} of the "
                         f"{entry['expected_rows']:,} rows of this split (its MANIFEST.json)")
     return ""
+
+
+def _manifest_sha256(repo_id: str, config: str, split: str) -> str | None:
+    for entry in _manifest().get("files", []):
+        if (entry.get("hub_repo"), entry.get("config"), entry.get("split")) == (repo_id, config, split):
+            return entry.get("sha256")
+    return None
 
 
 def _manifest_missing(repo_id: str, config: str, split: str) -> str:

@@ -65,9 +65,18 @@ def resolve_model(name_or_path: str | None) -> ModelRef:
     return ModelRef(name=name_or_path, path=str(local), weights_sha256=_weights_sha256(local), origin="hub")
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model")
+
+
 def load_tokenizer(ref: ModelRef, *, max_length: int):
     from transformers import AutoConfig, AutoTokenizer  # noqa: PLC0415
 
+    folder = Path(ref.path)
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        # transformers would build an empty-vocabulary tokenizer here, silently
+        raise UsageError(f"model {ref.name} has no usable tokenizer in {ref.path} (none of "
+                         f"{', '.join(TOKENIZER_FILES)}); save one beside it with tokenizer.save_pretrained")
     try:
         tokenizer = AutoTokenizer.from_pretrained(ref.path, trust_remote_code=False)
     except (OSError, ValueError) as exc:
@@ -75,7 +84,12 @@ def load_tokenizer(ref: ModelRef, *, max_length: int):
                          f"with tokenizer.save_pretrained") from None
     if not getattr(tokenizer, "is_fast", False):
         raise UsageError(f"model {ref.name}: benchsuite needs a fast tokenizer (tokenizer.json) for offsets")
-    limit = getattr(AutoConfig.from_pretrained(ref.path), "max_position_embeddings", None)
+    config = AutoConfig.from_pretrained(ref.path)
+    rows = getattr(config, "vocab_size", None)
+    if rows is not None and len(tokenizer) > rows:
+        raise UsageError(f"model {ref.name}: its tokenizer has {len(tokenizer)} tokens but the model's embedding only "
+                         f"{rows} rows; use the tokenizer the model was trained with")
+    limit = getattr(config, "max_position_embeddings", None)
     if limit is not None and max_length > limit:
         raise UsageError(f"max_length {max_length} exceeds {ref.name}'s limit of {limit} positions; "
                          f"lower max_length in the task spec")

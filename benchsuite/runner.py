@@ -3,7 +3,10 @@
 One cell = (model, task, compressor config). Each cell's record is written atomically
 when the cell ends; a cell whose record already exists with the same config hash is
 skipped (``force`` redoes it), so an interrupted run resumes where it stopped. A
-compressor that raises yields a failed record with its traceback, and the run goes on.
+compressor that raises (or runs out of memory, or past ``cell_timeout``) yields a failed
+record with its traceback, and the run goes on. A cell is computed under a lock
+(``benchsuite.locks``): a second run on the same results directory skips the cells the
+first is computing and resumes the rest.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from benchsuite.compressors.base import CompressionContext, Compressor
 from benchsuite.compressors.registry import build_compressor
 from benchsuite.data import TaskData, load_task_data
 from benchsuite.engine import model_inputs
+from benchsuite.locks import cell_lock, time_limit
 from benchsuite.measure.cell import measure_cell
 from benchsuite.measure.footprint import footprint
 from benchsuite.models import ModelRef, load_model, load_tokenizer, resolve_model
@@ -56,6 +60,7 @@ class RunOptions:
     seed: int = 42
     force: bool = False
     eval_batch_size: int = 64
+    cell_timeout: float | None = None  # seconds per cell (compress, evaluate, measure); None: no limit
 
 
 @dataclass
@@ -63,6 +68,7 @@ class RunSummary:
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: list[Path] = field(default_factory=list)
+    busy: list[Path] = field(default_factory=list)  # cells another run was computing: left to it
 
 
 def run(opts: RunOptions) -> RunSummary:
@@ -93,30 +99,45 @@ def _run_task(spec: TaskSpec, compressors: list[Compressor], ref: ModelRef, opts
     baseline = _fine_tuned_baseline(spec, kind, ref, data, budget, opts)
     for compressor in todo:
         path = cells[compressor]
-        record = Record(
-            schema_version=SCHEMA_VERSION, status="ok", preset=opts.preset.name,
-            task={"name": spec.name, "kind": spec.kind, "version": spec.version, "spec_digest": spec.digest(),
-                  "primary_metric": spec.primary_metric, "source": Path(spec.source).name},
-            model={"name": ref.name, "origin": ref.origin, "weights_sha256": ref.weights_sha256},
-            compressor=compressor.describe(),
-            data={"train": asdict(data.train_info), "eval": asdict(data.eval_info)},
-            baseline={k: v for k, v in baseline.items() if k != "path"},
-        )
-        notes = [n for n in (data.train_info.note, data.eval_info.note) if n]
-        try:
+        with cell_lock(path) as held:
+            if not held:
+                log.warning("%s / %s: another run is computing this cell (%s.lock holds its pid); skipping it",
+                            spec.name, compressor.name, path.name)
+                summary.busy.append(path)
+            elif not opts.force and _done(path):  # another run finished it while this one worked
+                summary.skipped.append(path)
+            else:
+                _run_cell(path, compressor, spec, kind, data, ref, baseline, opts, summary)
+
+
+def _run_cell(path: Path, compressor: Compressor, spec: TaskSpec, kind: TaskKind, data: TaskData, ref: ModelRef,
+              baseline: dict, opts: RunOptions, summary: RunSummary) -> None:
+    """Score one cell and write its record, ok or failed (error, traceback), atomically."""
+    record = Record(
+        schema_version=SCHEMA_VERSION, status="ok", preset=opts.preset.name,
+        task={"name": spec.name, "kind": spec.kind, "version": spec.version, "spec_digest": spec.digest(),
+              "primary_metric": spec.primary_metric, "source": Path(spec.source).name},
+        model={"name": ref.name, "origin": ref.origin, "weights_sha256": ref.weights_sha256},
+        compressor=compressor.describe(),
+        data={"train": asdict(data.train_info), "eval": asdict(data.eval_info)},
+        baseline={k: v for k, v in baseline.items() if k != "path"},
+    )
+    notes = [n for n in (data.train_info.note, data.eval_info.note) if n]
+    try:
+        with time_limit(opts.cell_timeout):
             _score_cell(record, compressor, spec, kind, data, baseline["path"], opts, path)
-            record.notes = notes + record.notes
-            summary.written.append(path)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as exc:  # isolate the cell: record the failure, go on with the next
-            log.error("%s / %s failed: %s: %s", spec.name, compressor.name, type(exc).__name__, exc)
-            record.status = "failed"
-            record.notes = notes
-            record.error = {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}
-            record.provenance = provenance(opts.seed)
-            summary.failed.append(path)
-        write_json_atomic(path, record.to_json())
+        record.notes = notes + record.notes
+        summary.written.append(path)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # isolate the cell (a raising compressor, MemoryError, the time limit): go on
+        log.error("%s / %s failed: %s: %s", spec.name, compressor.name, type(exc).__name__, exc)
+        record.status = "failed"
+        record.notes = notes
+        record.error = {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}
+        record.provenance = provenance(opts.seed)
+        summary.failed.append(path)
+    write_json_atomic(path, record.to_json())
 
 
 def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: TaskKind, data: TaskData,

@@ -40,3 +40,13 @@ def shared_cache(tmp_path_factory) -> Path:
     """One cache for the session's end-to-end runs: each task's baseline is fine-tuned and the machine's
     matmul peak measured once, then reused (only where a test does not check the cache itself)."""
     return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture()
+def plugins(monkeypatch):
+    """The compressors of tests/plugins.py, registered through the entry-point machinery for one test."""
+    from benchsuite.compressors import registry
+    from tests.plugins import register
+
+    monkeypatch.setattr(registry, "entry_points", registry.entry_points)  # restored after the test
+    register(registry)

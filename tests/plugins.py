@@ -1,5 +1,6 @@
 """Compressors used by the tests, registered through the real entry-point machinery."""
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -50,3 +51,41 @@ class Greedy(Compressor):
     def compress(self, model, *, context):
         context.teacher  # noqa: B018
         return model
+
+
+@dataclass(frozen=True)
+class SleepyConfig(CompressorConfig):
+    seconds: float = 1.5
+    tag: int = 0  # distinct tags make distinct cells
+
+    def validate(self) -> None:
+        if self.seconds < 0:
+            raise ValueError(f"seconds must be >= 0, got {self.seconds}")
+
+
+class Sleepy(Compressor):
+    """Takes its time and changes nothing: for runs that must be interrupted mid-way."""
+
+    name = "sleepy"
+    config_class = SleepyConfig
+
+    def compress(self, model, *, context):
+        time.sleep(self.config.seconds)
+        return model
+
+
+# name -> entry-point value, registered by the ``plugins`` fixture and by ``tests.plugin_cli``
+PLUGINS = {"raising": "tests.plugins:Raising", "zero_half": "tests.plugins:ZeroHalf",
+           "greedy": "tests.plugins:Greedy", "sleepy": "tests.plugins:Sleepy"}
+
+
+def register(registry_module) -> None:
+    """Add PLUGINS to the entry points the registry reads (a monkeypatch for this process)."""
+    from importlib.metadata import EntryPoint  # noqa: PLC0415
+
+    real = registry_module.entry_points
+
+    def patched(*, group):
+        return list(real(group=group)) + [EntryPoint(n, v, group) for n, v in PLUGINS.items()]
+
+    registry_module.entry_points = patched

@@ -27,7 +27,7 @@ from benchsuite.quant.groupwise import (
     quantize_groups,
     unpack_int4,
 )
-from benchsuite.quant.torch_ao import VNNI_FLAGS, check_full_range
+from benchsuite.quant.torch_ao import VNNI_FLAGS, FullRangeDynamicLinear, check_full_range, dynamic_mapping
 
 torch.manual_seed(0)
 
@@ -181,6 +181,7 @@ def test_compressed_outputs_stay_close_and_reload_exactly(compressor, classifier
     with torch.inference_mode():
         assert torch.equal(reloaded(**batch).logits.float(), got)
     assert footprint(reloaded).params == footprint(model).params
+    assert footprint(model).params >= footprint(classifier).params  # quantising stores every weight
 
 
 def test_int8_counts_every_weight_and_saves_a_quarter(classifier, tmp_path):
@@ -191,6 +192,14 @@ def test_int8_counts_every_weight_and_saves_a_quarter(classifier, tmp_path):
     compressor.save(model, tmp_path)
     fp32_bytes = 4 * before.params
     assert saved_size(tmp_path, format="x").size_bytes < 0.45 * fp32_bytes
+
+
+def test_full_range_linear_weights_are_counted(classifier):
+    """The 8-bit-activation Linear subclasses torch.ao's; its packed weights count as parameters too."""
+    model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(classifier), {nn.Linear}, dtype=torch.qint8,
+                                                   mapping=dynamic_mapping(reduce_range=False))
+    assert any(isinstance(m, FullRangeDynamicLinear) for m in model.modules())
+    assert footprint(model).params == footprint(classifier).params
 
 
 def test_int4_file_is_smaller_than_int8(classifier, tmp_path):

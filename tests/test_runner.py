@@ -1,13 +1,11 @@
 """End to end on a tiny random BERT and the real data mirror (smoke preset: seconds)."""
 
 import json
-from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
 
 from benchsuite.cli import main
-from benchsuite.compressors import registry
 from benchsuite.report import write_reports
 
 TASKS = ("sst2", "mrpc", "squad", "conll2003")
@@ -20,18 +18,6 @@ def run(tiny_model, results, cache, *extra):
 
 def records(results: Path) -> dict[str, dict]:
     return {str(p.relative_to(results)): json.loads(p.read_text()) for p in sorted(results.rglob("*.json"))}
-
-
-@pytest.fixture()
-def plugins(monkeypatch):
-    real = registry.entry_points
-    extra = {"raising": "tests.plugins:Raising", "zero_half": "tests.plugins:ZeroHalf",
-             "greedy": "tests.plugins:Greedy"}
-
-    def patched(*, group):
-        return list(real(group=group)) + [EntryPoint(n, v, group) for n, v in extra.items()]
-
-    monkeypatch.setattr(registry, "entry_points", patched)
 
 
 def test_run_writes_records_resumes_and_reports(tiny_model, data_env, tmp_path, capsys):

@@ -57,13 +57,18 @@ def stored_weights(model: torch.nn.Module) -> list[torch.Tensor]:
     for module in model.modules():
         if callable(getattr(module, "compressed_weights", None)):
             found += list(module.compressed_weights())
-        elif type(module).__module__.startswith("torch.ao.nn.quantized"):
+        elif _is_torch_ao_quantized(module):
             for name in ("weight", "bias"):
                 method = getattr(module, name, None)
                 value = method() if callable(method) else None
                 if isinstance(value, torch.Tensor):
                     found.append(value)
     return found
+
+
+def _is_torch_ao_quantized(module: torch.nn.Module) -> bool:
+    """A torch.ao quantized module, or a subclass of one (benchsuite's 8-bit-activation Linear)."""
+    return any(cls.__module__.startswith("torch.ao.nn.quantized") for cls in type(module).__mro__)
 
 
 def _values(tensor: torch.Tensor) -> torch.Tensor:
