@@ -27,7 +27,7 @@ from benchsuite.quant.groupwise import (
     quantize_groups,
     unpack_int4,
 )
-from benchsuite.quant.torch_ao import VNNI_FLAGS, FullRangeDynamicLinear, check_full_range, dynamic_mapping
+from benchsuite.quant.torch_ao import VNNI_FLAGS, FullRangeDynamicLinear, check_full_range, dynamic_mapping, quiet
 
 torch.manual_seed(0)
 
@@ -196,8 +196,9 @@ def test_int8_counts_every_weight_and_saves_a_quarter(classifier, tmp_path):
 
 def test_full_range_linear_weights_are_counted(classifier):
     """The 8-bit-activation Linear subclasses torch.ao's; its packed weights count as parameters too."""
-    model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(classifier), {nn.Linear}, dtype=torch.qint8,
-                                                   mapping=dynamic_mapping(reduce_range=False))
+    with quiet():
+        model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(classifier), {nn.Linear}, dtype=torch.qint8,
+                                                       mapping=dynamic_mapping(reduce_range=False))
     assert any(isinstance(m, FullRangeDynamicLinear) for m in model.modules())
     assert footprint(model).params == footprint(classifier).params
 

@@ -42,8 +42,11 @@ def wait_for_first_record(proc: subprocess.Popen, results: Path, timeout: float 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_killed_run_resumes_with_no_record_lost_or_duplicated(sig, tiny_model, data_env, shared_cache, tmp_path):
     results = tmp_path / "results"
+    # As from a terminal: a job started in the background (CI) inherits SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler; restore the default so that SIGINT is a Ctrl-C.
     proc = subprocess.Popen(command(tiny_model, results, shared_cache), cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for_first_record(proc, results)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
