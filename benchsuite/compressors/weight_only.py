@@ -36,23 +36,36 @@ class _WeightOnly(RebuiltCompressor):
     config_class = WeightOnlyConfig
 
     def compress(self, model, *, context):
-        return self._quantize(model)
+        return self._replace(model, quantize=True)
 
     def restructure(self, model: nn.Module, layout: dict) -> nn.Module:
-        return self._quantize(model)  # quantises the skeleton's random weights; the saved state replaces them
+        return self._replace(model, quantize=False)  # empty layers: the saved state fills them
 
-    def _quantize(self, model: nn.Module) -> nn.Module:
+    def _replace(self, model: nn.Module, *, quantize: bool) -> nn.Module:
         bits = self.bits
         names = linear_names(model)
         for name in names:  # fail before changing anything
             self._group(model.get_submodule(name).in_features, name)
-        replace_modules(model, names, lambda linear: GroupQuantLinear.from_linear(
-            linear, bits=bits, group_size=self._group(linear.in_features)))
         if self.config.embeddings:
-            table = word_embedding_name(model)
-            group = self._group(model.get_submodule(table).embedding_dim, table)
-            replace_modules(model, [table],
-                            lambda emb: GroupQuantEmbedding.from_embedding(emb, bits=bits, group_size=group))
+            self._group(model.get_input_embeddings().embedding_dim, "the word embeddings")
+
+        def linear(old: nn.Linear) -> GroupQuantLinear:
+            group = self._group(old.in_features)
+            if quantize:
+                return GroupQuantLinear.from_linear(old, bits=bits, group_size=group)
+            return GroupQuantLinear(old.in_features, old.out_features, bias=old.bias is not None, bits=bits,
+                                    group_size=group)
+
+        def embedding(old: nn.Embedding) -> GroupQuantEmbedding:
+            group = self._group(old.embedding_dim, "the word embeddings")
+            if quantize:
+                return GroupQuantEmbedding.from_embedding(old, bits=bits, group_size=group)
+            return GroupQuantEmbedding(old.num_embeddings, old.embedding_dim, bits=bits, group_size=group,
+                                       padding_idx=old.padding_idx)
+
+        replace_modules(model, names, linear)
+        if self.config.embeddings:
+            replace_modules(model, [word_embedding_name(model)], embedding)
         return model.eval()
 
     def _group(self, width: int, name: str = "") -> int:
