@@ -35,7 +35,7 @@ def tiny_model_dir(folder: Path, *, seed: int = 0, **overrides) -> Path:
     """Save a tiny random BERT plus a real WordPiece tokenizer into ``folder`` and return it."""
     tokenizer = AutoTokenizer.from_pretrained(default_model())
     torch.manual_seed(seed)
-    model = BertModel(tiny_config(len(tokenizer), **overrides))
+    model = BertModel(tiny_config(overrides.pop("vocab_size", len(tokenizer)), **overrides))
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)

@@ -121,6 +121,13 @@ def test_a_max_length_beyond_the_model_is_named(data_env, tmp_path, capsys):
     assert "max_length 128 exceeds" in capsys.readouterr().err
 
 
+def test_a_tokenizer_larger_than_the_embedding_is_named(data_env, tmp_path, capsys):
+    small = tiny_model_dir(tmp_path / "small", vocab_size=1000)
+    assert main(["run", "--preset", "smoke", "--model", str(small), "--tasks", "sst2", "--results-dir",
+                 str(tmp_path / "results")]) == 2
+    assert "its tokenizer has 30522 tokens but the model's embedding only 1000 rows" in capsys.readouterr().err
+
+
 @pytest.fixture()
 def mirror_copy(mirror, tmp_path, monkeypatch) -> Path:
     """A mirror holding the real sst2 files and the real MANIFEST.json, to damage."""
