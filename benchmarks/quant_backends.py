@@ -21,19 +21,16 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import datasets
 import torch
+from reference_inputs import minilm, sst2_features
 from torch import nn
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from benchsuite.fileio import write_text_atomic
 from benchsuite.machine import cpu_model, cpu_vector_flags
 from benchsuite.measure.speed import compare_speed
-from benchsuite.models import default_model, load_model
 from benchsuite.quant.torch_ao import quiet, set_engine
 
 ROOT = Path(__file__).resolve().parents[1]
-MIRROR = ROOT.parent / "shared" / "data" / "hub"
 
 
 def torch_ao_dynamic(engine: str) -> Callable[[nn.Module], nn.Module]:
@@ -79,19 +76,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "quant_backends.json")
     args = parser.parse_args()
-    root = Path(os.environ.get("BENCHSUITE_DATA_DIR") or MIRROR)
-    rows = datasets.Dataset.from_parquet(str(root / "nyu-mll/glue/sst2/validation.parquet"))
-    tokenizer = AutoTokenizer.from_pretrained(default_model())
-    encoded = tokenizer(rows["sentence"][:256], truncation=True, max_length=128)
-    inputs = [{k: encoded[k][i] for k in encoded} for i in range(256)]
-    torch.manual_seed(0)
-    fp32 = load_model(AutoModelForSequenceClassification, default_model(), num_labels=2).eval()
+    inputs, pad_token_id = sst2_features()
+    fp32 = minilm()
     results = []
     for name, build in candidates().items():
         print(f"timing {name} ...", flush=True)
         try:
             model = build(copy.deepcopy(fp32)).eval()
-            speed, _ = compare_speed(fp32, model, inputs, pad_token_id=tokenizer.pad_token_id, seed=0)
+            speed, _ = compare_speed(fp32, model, inputs, pad_token_id=pad_token_id, seed=0)
             results.append({"candidate": name, "speedup_batch32": speed["speedup_throughput"],
                             "speedup_batch1": speed["speedup_latency"], "speed": speed})
         except Exception as exc:  # a candidate that does not run here is a finding, not a crash

@@ -117,7 +117,7 @@ def _load_split(spec: TaskSpec, split: str) -> tuple[datasets.Dataset, str]:
                 f"or add the file to the mirror",
                 path,
             )
-        expected = _manifest_sha256(ds.repo_id, ds.config, split)
+        expected = _manifest_entry(ds.repo_id, ds.config, split).get("sha256")
         if expected and _file_sha256(path) != expected:
             raise UsageError(f"task {spec.name}: {path} does not match the sha256 its MANIFEST.json lists "
                              f"({expected[:12]}...): the file is corrupt or was replaced; restore it in the mirror")
@@ -207,20 +207,20 @@ def _manifest() -> dict[str, Any]:
     return {}
 
 
+def _manifest_entry(repo_id: str, config: str, split: str) -> dict[str, Any]:
+    """The MANIFEST.json ``files`` entry of one split ({} when it lists none)."""
+    for entry in _manifest().get("files", []):
+        if (entry.get("hub_repo"), entry.get("config"), entry.get("split")) == (repo_id, config, split):
+            return entry
+    return {}
+
+
 def _manifest_note(repo_id: str, config: str, split: str) -> str:
-    for entry in _manifest().get("files", []):
-        if (entry.get("hub_repo"), entry.get("config"), entry.get("split")) == (repo_id, config, split):
-            if entry.get("rows") != entry.get("expected_rows"):
-                return (f"{repo_id}/{config} {split}: the local mirror holds {entry['rows']:,} of the "
-                        f"{entry['expected_rows']:,} rows of this split (its MANIFEST.json)")
+    entry = _manifest_entry(repo_id, config, split)
+    if entry and entry.get("rows") != entry.get("expected_rows"):
+        return (f"{repo_id}/{config} {split}: the local mirror holds {entry['rows']:,} of the "
+                f"{entry['expected_rows']:,} rows of this split (its MANIFEST.json)")
     return ""
-
-
-def _manifest_sha256(repo_id: str, config: str, split: str) -> str | None:
-    for entry in _manifest().get("files", []):
-        if (entry.get("hub_repo"), entry.get("config"), entry.get("split")) == (repo_id, config, split):
-            return entry.get("sha256")
-    return None
 
 
 def _manifest_missing(repo_id: str, config: str, split: str) -> str:

@@ -5,7 +5,7 @@ when the cell ends; a cell whose record already exists with the same config hash
 skipped (``force`` redoes it), so an interrupted run resumes where it stopped. A
 compressor that raises (or runs out of memory, or past ``cell_timeout``) yields a failed
 record with its traceback, and the run goes on. A cell is computed under a lock
-(``benchsuite.locks``): a second run on the same results directory skips the cells the
+(``benchsuite.isolation``): a second run on the same results directory skips the cells the
 first is computing and resumes the rest.
 """
 
@@ -25,7 +25,7 @@ from benchsuite.compressors.base import CompressionContext, Compressor
 from benchsuite.compressors.registry import build_compressor
 from benchsuite.data import TaskData, load_task_data
 from benchsuite.engine import model_inputs
-from benchsuite.locks import cell_lock, time_limit
+from benchsuite.isolation import cell_lock, time_limit
 from benchsuite.measure.cell import measure_cell
 from benchsuite.measure.footprint import footprint
 from benchsuite.models import ModelRef, load_model, load_tokenizer, resolve_model

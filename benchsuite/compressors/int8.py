@@ -29,6 +29,7 @@ and 2.19x at batch 1, x86 3.40x / 2.20x, onednn 3.02x / 1.59x, torchao's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -42,7 +43,14 @@ from benchsuite.machine import cpu_vector_flags
 from benchsuite.quant import outliers
 from benchsuite.quant.calibrate import input_absmax
 from benchsuite.quant.surgery import linear_names, replace_modules, word_embedding_name
-from benchsuite.quant.torch_ao import ENGINES, check_full_range, dynamic_mapping, quiet, set_engine
+from benchsuite.quant.torch_ao import (
+    ENGINES,
+    INT16_ACCUMULATING_ENGINES,
+    check_full_range,
+    dynamic_mapping,
+    quiet,
+    set_engine,
+)
 
 OBSERVERS = ("histogram", "minmax")
 CALIBRATION_BATCH = 32
@@ -86,12 +94,12 @@ class _Int8(RebuiltCompressor):
         pad = context.tokenizer.pad_token_id
         return [collate(examples[i : i + CALIBRATION_BATCH], pad) for i in range(0, len(examples), CALIBRATION_BATCH)]
 
-    def _split_outliers(self, model: nn.Module, context) -> list[str]:
+    def _split_outliers(self, model: nn.Module, batches: Callable[[], list[dict]]) -> list[str]:
         """Choose and split the outlier Linears from calibration data; returns the Linears to quantise."""
         names = linear_names(model)
         if not self.config.outlier_channels:
             return names
-        absmax = input_absmax(model, names, self._calibration_batches(context))
+        absmax = input_absmax(model, names, batches())
         self.layout = {"outlier_split": outliers.select(absmax, ratio=self.config.outlier_ratio)}
         return self._wrap_outliers(model, self.layout, absmax)
 
@@ -109,7 +117,7 @@ class DynamicInt8(_Int8):
 
     def compress(self, model, *, context):
         self.layout = {}
-        return self._quantize(model, self._split_outliers(model.eval(), context))
+        return self._quantize(model, self._split_outliers(model.eval(), lambda: self._calibration_batches(context)))
 
     def restructure(self, model: nn.Module, layout: dict) -> nn.Module:
         return self._quantize(model, self._wrap_outliers(model, layout))
@@ -141,9 +149,10 @@ class StaticInt8(_Int8):
 
     def compress(self, model, *, context):
         self.layout = {}
-        self._prepare(model, self._split_outliers(model.eval(), context))
+        batches = self._calibration_batches(context)  # for the outlier split and the observers alike
+        self._prepare(model, self._split_outliers(model.eval(), lambda: batches))
         with torch.inference_mode(), quiet():
-            for batch in self._calibration_batches(context):
+            for batch in batches:
                 model(**batch)
         return self._convert(model)
 
@@ -152,7 +161,7 @@ class StaticInt8(_Int8):
         return self._convert(self._prepare(model, self._wrap_outliers(model, layout)))
 
     def _qconfig(self) -> tq.QConfig:
-        reduce_range = self.config.reduce_range and self.config.engine in ("x86", "fbgemm")
+        reduce_range = self.config.reduce_range and self.config.engine in INT16_ACCUMULATING_ENGINES
         observer = tq.HistogramObserver if self.config.observer == "histogram" else tq.MinMaxObserver
         weight = (tq.default_per_channel_weight_observer if self.config.per_channel else tq.default_weight_observer)
         return tq.QConfig(activation=observer.with_args(reduce_range=reduce_range), weight=weight)

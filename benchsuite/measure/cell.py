@@ -37,11 +37,11 @@ def measure_cell(*, compressor: Compressor, model: torch.nn.Module, before: Foot
         disk = saved_size(folder, format=compressor.save_format)
         loader = f"{type(compressor).__module__}:{type(compressor).__qualname__}.load"
         memory = measure_model_memory(folder, inputs, batch_size=batch_size, threads=threads, loader=loader)
-    speed, batches = compare_speed(load_baseline(), model, inputs, pad_token_id=pad_token_id, seed=seed)
+    baseline = load_baseline()
+    speed, batches = compare_speed(baseline, model, inputs, pad_token_id=pad_token_id, seed=seed)
     flops = sum(forward_flops(model, batch) for batch in batches)
     flops_counted_on = "model"
     if flops == 0:  # ops torch cannot see (an ONNX Runtime session): the same computation as the fp32 teacher's
-        baseline = load_baseline()
         flops, flops_counted_on = sum(forward_flops(baseline, batch) for batch in batches), "baseline"
     seconds = speed["throughput"]["samples"] / speed["throughput"]["samples_per_s"]
     peak = cached_matmul_peak(cache_dir, threads=threads)

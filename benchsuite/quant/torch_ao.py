@@ -38,6 +38,8 @@ def quiet():
 
 
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+# Engines whose x86 int8 kernels accumulate in int16 without VNNI (torch's reason for 7-bit activations).
+INT16_ACCUMULATING_ENGINES = ("x86", "fbgemm")
 
 
 def check_full_range(engine: str, cpu_flags: list[str]) -> None:
@@ -46,7 +48,7 @@ def check_full_range(engine: str, cpu_flags: list[str]) -> None:
     Without VNNI, fbgemm's x86 kernels sum pairs of u8 x s8 products in int16 (``vpmaddubsw``), which
     saturates for 8-bit activations; torch therefore quantises activations to 7 bits by default.
     """
-    if engine in ("x86", "fbgemm") and not VNNI_FLAGS & set(cpu_flags):
+    if engine in INT16_ACCUMULATING_ENGINES and not VNNI_FLAGS & set(cpu_flags):
         raise ValueError(f"reduce_range=False needs a CPU with VNNI (avx512_vnni or avx_vnni) for the {engine} "
                          "engine: without it the int8 kernel saturates; keep reduce_range=True on this machine")
 

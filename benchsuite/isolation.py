@@ -1,8 +1,9 @@
-"""A lock per cell, so that two runs on one results directory never compute the same cell at once.
+"""What keeps a cell from harming others: a lock per cell, and a per-cell time limit.
 
-``fcntl.flock`` on ``<record>.lock``: the kernel releases it when its holder exits however it
-exits (SIGKILL included), so a crashed run leaves no stale lock. The lock file is removed by
-its holder; a process that locked a file that was removed meanwhile retries on the new one.
+The lock: ``fcntl.flock`` on ``<record>.lock``, so that two runs on one results directory
+never compute the same cell at once. The kernel releases it when its holder exits however
+it exits (SIGKILL included), so a crashed run leaves no stale lock. The lock file is removed
+by its holder; a process that locked a file that was removed meanwhile retries on the new one.
 """
 
 from __future__ import annotations
