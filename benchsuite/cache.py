@@ -1,7 +1,9 @@
-"""The on-disk cache of fine-tuned baselines, keyed by everything that determines the weights.
+"""The on-disk cache of fine-tuned baselines (and of their outputs on the training data, which
+distillation reuses), keyed by everything that determines them.
 
-An entry is a ``save_pretrained`` folder plus ``entry.json`` (the key's inputs, the
-training stats and the sha256 of the weights). It is built in a temporary folder and
+An entry is a folder with one payload file (a ``save_pretrained`` model's weights, or the
+teacher outputs) plus ``entry.json`` (the key's inputs, the stats and the sha256 of the
+payload). It is built in a temporary folder and
 renamed into place, so a crash leaves no half entry; an entry whose weights no longer
 match their checksum is rebuilt.
 """
@@ -34,15 +36,15 @@ def key_of(inputs: dict[str, Any]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
-def cached_entry(root: Path, kind: str, key: str) -> dict[str, Any] | None:
-    """The entry's metadata if it is complete and its weights match their checksum, else None."""
+def cached_entry(root: Path, kind: str, key: str, *, payload: str = WEIGHTS) -> dict[str, Any] | None:
+    """The entry's metadata if it is complete and its payload matches its checksum, else None."""
     folder = root / kind / key
     meta_file = folder / "entry.json"
     if not meta_file.is_file():
         return None
     try:
         meta = json.loads(meta_file.read_text())
-        intact = file_sha256(folder / WEIGHTS) == meta["weights_sha256"]
+        intact = file_sha256(folder / payload) == meta["weights_sha256"]
     except (OSError, json.JSONDecodeError, KeyError):
         intact = False
     if not intact:
@@ -53,15 +55,15 @@ def cached_entry(root: Path, kind: str, key: str) -> dict[str, Any] | None:
 
 
 def build_entry(root: Path, kind: str, key: str, inputs: dict[str, Any],
-                build: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
-    """Run ``build(tmp_folder)`` (which saves the model there and returns stats) and publish it."""
+                build: Callable[[Path], dict[str, Any]], *, payload: str = WEIGHTS) -> dict[str, Any]:
+    """Run ``build(tmp_folder)`` (which saves the payload there and returns stats) and publish it."""
     final = root / kind / key
     tmp = root / kind / f".{key}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         stats = build(tmp)
-        meta = {"key": key, "inputs": inputs, "stats": stats, "weights_sha256": file_sha256(tmp / WEIGHTS)}
+        meta = {"key": key, "inputs": inputs, "stats": stats, "weights_sha256": file_sha256(tmp / payload)}
         (tmp / "entry.json").write_text(json.dumps(meta, indent=2, default=str))
         if final.exists():  # another process finished first; keep theirs (same key, same weights)
             shutil.rmtree(tmp)

@@ -24,6 +24,7 @@ from benchsuite import cache
 from benchsuite.compressors.base import CompressionContext, Compressor
 from benchsuite.compressors.registry import build_compressor
 from benchsuite.data import TaskData, load_task_data
+from benchsuite.distillation.teacher import TeacherOutputs, teacher_outputs
 from benchsuite.engine import model_inputs
 from benchsuite.isolation import cell_lock, time_limit
 from benchsuite.measure.cell import measure_cell
@@ -41,6 +42,7 @@ from benchsuite.records import (
     write_predictions,
 )
 from benchsuite.tasks import TaskKind, TaskSpec, load_task, task_kind
+from benchsuite.tasks.spec import TrainConfig
 from benchsuite.train import fine_tune
 
 log = logging.getLogger("benchsuite")
@@ -125,7 +127,7 @@ def _run_cell(path: Path, compressor: Compressor, spec: TaskSpec, kind: TaskKind
     notes = [n for n in (data.train_info.note, data.eval_info.note) if n]
     try:
         with time_limit(opts.cell_timeout):
-            _score_cell(record, compressor, spec, kind, data, baseline["path"], opts, path)
+            _score_cell(record, compressor, spec, kind, data, baseline, opts, path)
         record.notes = notes + record.notes
         summary.written.append(path)
     except (KeyboardInterrupt, SystemExit):
@@ -141,10 +143,11 @@ def _run_cell(path: Path, compressor: Compressor, spec: TaskSpec, kind: TaskKind
 
 
 def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: TaskKind, data: TaskData,
-                teacher_path: str, opts: RunOptions, path: Path) -> None:
+                baseline: dict, opts: RunOptions, path: Path) -> None:
     if compressor.supported_kinds is not None and spec.kind not in compressor.supported_kinds:
         raise ValueError(f"{compressor.name} does not support {spec.kind} tasks "
                          f"(it supports {sorted(compressor.supported_kinds)})")
+    teacher_path = baseline["path"]
     torch.manual_seed(opts.seed)
     model = load_model(kind.auto_class, teacher_path)
     before = footprint(model)
@@ -159,14 +162,23 @@ def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: Ta
     def calibration() -> list[dict]:
         return [model_inputs(f) for f in train_data()[:CALIBRATION_EXAMPLES]]
 
+    def outputs() -> TeacherOutputs:
+        return teacher_outputs(load_model(kind.auto_class, baseline["path"]), train_data(), names=kind.outputs,
+                               per_token=kind.per_token, pad_token_id=kind.tokenizer.pad_token_id,
+                               cache_dir=opts.cache_dir, teacher_key=baseline["cache_key"],
+                               batch_size=opts.eval_batch_size)
+
     context = CompressionContext(
         needs=compressor.NEEDS, task=spec, tokenizer=kind.tokenizer, seed=opts.seed,
         providers={"train_data": train_data, "teacher": lambda: load_model(kind.auto_class, teacher_path),
-                   "calibration_data": calibration},
+                   "teacher_outputs": outputs, "calibration_data": calibration},
+        train_config=TrainConfig(**baseline["hyper_parameters"]),
     )
     start = time.perf_counter()
     compressed = compressor.compress(model, context=context)
     compress_seconds = time.perf_counter() - start
+    if getattr(compressor, "recovery", None):  # what recovery fine-tuning (or distillation) did
+        record.compressor["recovery"] = compressor.recovery
     if getattr(compressor, "layout", None):  # structural choices made from data, e.g. which layers were split
         record.compressor["layout"] = compressor.layout
     evaluation = kind.evaluate(compressed, data.eval, batch_size=opts.eval_batch_size)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,8 +51,15 @@ def fine_tune(
     seed: int,
     pad_token_id: int,
     desc: str = "fine-tuning",
+    loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor], np.ndarray], torch.Tensor] | None = None,
+    after_step: Callable[[int, int], None] | None = None,
 ) -> TrainStats:
-    """Train ``model`` in place on ``features`` (inputs plus the labels its forward takes)."""
+    """Train ``model`` in place on ``features`` (inputs plus the labels its forward takes).
+
+    ``loss_fn(model, batch, index)`` replaces the model's own loss (``index``: the batch's feature
+    indices, for per-example targets such as a teacher's outputs); ``after_step(step, total)`` runs
+    after each optimizer step (to re-apply pruning masks, say).
+    """
     if not features:
         raise ValueError("no training features: the training selection is empty")
     torch.manual_seed(seed)
@@ -76,7 +83,8 @@ def fine_tune(
             for index in length_grouped_batches(lengths, cfg.batch_size, rng):
                 if step == total:
                     break
-                loss = model(**collate([features[i] for i in index], pad_token_id)).loss
+                batch = collate([features[i] for i in index], pad_token_id)
+                loss = loss_fn(model, batch, index) if loss_fn is not None else model(**batch).loss
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
@@ -84,6 +92,8 @@ def fine_tune(
                 optimizer.zero_grad(set_to_none=True)
                 losses.append(loss.item())
                 step += 1
+                if after_step is not None:
+                    after_step(step, total)
                 bar.update(1)
                 if step % 20 == 0:
                     bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")

@@ -10,6 +10,7 @@ import copy
 import functools
 import json
 import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from benchsuite.cli import main
 from benchsuite.compressors.base import NEED_NAMES, CompressionContext
 from benchsuite.compressors.registry import get_compressor_class, registered
 from benchsuite.data import load_task_data
+from benchsuite.distillation.teacher import TeacherOutputs, teacher_outputs
 from benchsuite.engine import model_inputs
 from benchsuite.models import load_model, load_tokenizer, resolve_model
 from benchsuite.presets import get_preset
@@ -116,7 +118,7 @@ def test_only_declared_needs_are_reachable(name):
 
 
 @pytest.mark.parametrize("name", COMPRESSORS)
-def test_deterministic_for_a_seed(name, tiny_model, data_env):
+def test_deterministic_for_a_seed(name, tiny_model, data_env, tmp_path):
     cls = get_compressor_class(name)
     kind_name = next(kind for kind in sorted(TASK_OF_KIND) if supports(cls, kind))
     spec = load_task(TASK_OF_KIND[kind_name])
@@ -130,11 +132,16 @@ def test_deterministic_for_a_seed(name, tiny_model, data_env):
         data = load_task_data(spec, max_train=budget.max_train, max_eval=budget.max_eval, seed=SEED)
         return kind.train_features(data.train)
 
+    def outputs() -> TeacherOutputs:
+        return teacher_outputs(model, train_data(), names=kind.outputs, per_token=kind.per_token,
+                               pad_token_id=kind.tokenizer.pad_token_id, cache_dir=tmp_path, teacher_key="tiny")
+
     def compressed() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
-        providers = {"train_data": train_data, "teacher": lambda: copy.deepcopy(model),
+        providers = {"train_data": train_data, "teacher": lambda: copy.deepcopy(model), "teacher_outputs": outputs,
                      "calibration_data": lambda: [model_inputs(f) for f in train_data()[:CALIBRATION_EXAMPLES]]}
         context = CompressionContext(needs=cls.NEEDS, task=spec, tokenizer=kind.tokenizer, seed=SEED,
-                                     providers=providers)
+                                     providers=providers,
+                                     train_config=replace(spec.train, epochs=get_preset("smoke").default.epochs))
         torch.manual_seed(SEED)  # as the runner does before each cell
         result = cls().compress(copy.deepcopy(model), context=context)
         # The model is returned too, to stay alive: torch.ao's packed embeddings unpack into tensors that

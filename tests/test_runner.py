@@ -101,3 +101,17 @@ def test_row_limits_name_their_own_preset(tiny_model, data_env, tmp_path):
     (record,) = records(results).values()
     assert record["preset"] == "smoke-train20-eval10"
     assert (record["data"]["train"]["rows_used"], record["data"]["eval"]["rows_used"]) == (20, 10)
+
+
+def test_teacher_outputs_are_computed_once_per_task_and_recorded(tiny_model, data_env, tmp_path):
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    assert run(tiny_model, results, cache, "--tasks", "sst2,squad", "--threads", "1",
+               "--compressors", "distill,distill:alpha=0.9,distill:alpha=0") == 0
+    assert len(list((cache / "teacher_outputs").glob("*/entry.json"))) == 2  # one per task, not per cell
+    found = [r for r in records(results).values() if r["compressor"]["name"] == "distill"]
+    assert len(found) == 6 and all(r["status"] == "ok" for r in found)
+    for record in found:
+        assert record["compressor"]["recovery"]["steps"] > 0
+        assert record["compressor"]["layout"]["kept_layers"] == [0]  # the tiny teacher has 2 layers
+    assert sorted(str(r["compressor"]["changed"]) for r in found) == ["{'alpha': 0.0}"] * 2 + ["{'alpha': 0.9}"] * 2 + [
+        "{}"] * 2

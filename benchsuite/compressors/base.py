@@ -27,7 +27,7 @@ A complete plugin, registered in its package's ``pyproject.toml`` under
     class ZeroSmall(Compressor):
         name = "zero_small"
         config_class = ZeroSmallConfig
-        NEEDS = frozenset()            # or {"train_data", "teacher", "calibration_data"}
+        NEEDS = frozenset()            # or {"train_data", "teacher", "teacher_outputs", "calibration_data"}
 
         def compress(self, model, *, context):
             with torch.no_grad():
@@ -58,7 +58,7 @@ import torch
 
 from benchsuite.models import load_saved
 
-NEED_NAMES = frozenset({"train_data", "teacher", "calibration_data"})
+NEED_NAMES = frozenset({"train_data", "teacher", "teacher_outputs", "calibration_data"})
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,11 @@ class CompressorConfig:
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
+    if value is None:
+        return value
+    optional = [a for a in typing.get_args(hint) if a is not type(None)]
+    if len(optional) == 1 and type(None) in typing.get_args(hint):  # ``float | None``: coerce as ``float``
+        hint = optional[0]
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is tuple or typing.get_origin(hint) is tuple:
@@ -108,12 +113,14 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
 class CompressionContext:
     """What a compressor may use besides the model; only declared needs are reachable."""
 
-    def __init__(self, *, needs: frozenset[str], task, tokenizer, seed: int, providers: dict[str, Any]):
+    def __init__(self, *, needs: frozenset[str], task, tokenizer, seed: int, providers: dict[str, Any],
+                 train_config=None):
         self._needs = needs
         self._providers = providers
         self.task = task  # the TaskSpec
         self.tokenizer = tokenizer
         self.seed = seed
+        self.train_config = train_config  # the baseline's TrainConfig (the preset's epochs applied)
 
     def _get(self, need: str):
         if need not in self._needs:
@@ -130,6 +137,12 @@ class CompressionContext:
     def teacher(self) -> torch.nn.Module:
         """The fine-tuned, uncompressed model (a separate copy: do not modify it)."""
         return self._get("teacher")
+
+    @property
+    def teacher_outputs(self):
+        """The teacher's outputs on ``train_data``, row for row (a cached
+        :class:`benchsuite.distillation.teacher.TeacherOutputs`)."""
+        return self._get("teacher_outputs")
 
     @property
     def calibration_data(self) -> list[dict]:
@@ -174,4 +187,8 @@ class Compressor(ABC):
         return load_saved(folder)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "config": self.config.to_json(), "config_hash": self.config.config_hash()}
+        defaults = self.config_class()
+        changed = {f.name: getattr(self.config, f.name) for f in fields(self.config)
+                   if getattr(self.config, f.name) != getattr(defaults, f.name)}
+        return {"name": self.name, "config": self.config.to_json(), "config_hash": self.config.config_hash(),
+                "changed": json.loads(json.dumps(changed))}

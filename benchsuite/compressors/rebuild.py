@@ -9,6 +9,10 @@ split) and the state dict in the method's format. ``load`` builds the architectu
 ``config.json``, restructures it with the saved config and layout and loads the state
 dict strictly, so a reloaded model is the saved one, tensor for tensor.
 
+A tensor that several names share (one layer used at several depths, a tied embedding) is
+written once, under its first name, since safetensors refuses aliases; ``restructure`` must
+re-tie the skeleton the same way, and loading fills the other names from the first.
+
 The skeleton is first built in fp32 (transformers' ``from_config``), so loading briefly
 holds an fp32 copy: the memory record's loading peak includes it.
 """
@@ -63,7 +67,9 @@ class RebuiltCompressor(Compressor):
         if self.state_format == "torch":
             torch.save(state, folder / "model.pt")
         else:
-            save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"))
+            aliases = _aliases(state)
+            save_file({k: v.contiguous() for k, v in state.items() if k not in aliases},
+                      str(folder / "model.safetensors"))
 
     @classmethod
     def load(cls, folder: Path) -> torch.nn.Module:
@@ -84,5 +90,24 @@ class RebuiltCompressor(Compressor):
                 state = torch.load(folder / "model.pt", weights_only=True)
         else:
             state = load_file(str(folder / "model.safetensors"))
+            for name, first in _aliases(model.state_dict()).items():
+                if name not in state and first in state:  # a shared tensor, written once under its first name
+                    state[name] = state[first]
         model.load_state_dict(state, strict=True)
         return model.eval()
+
+
+def _aliases(state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Each name whose tensor is exactly an earlier name's tensor (same memory, shape and strides) -> that name."""
+    first: dict[tuple, str] = {}
+    aliases: dict[str, str] = {}
+    for name, tensor in state.items():
+        if tensor.numel() == 0:  # empty tensors have no memory to share
+            continue
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride(),
+               tensor.dtype)
+        if key in first:
+            aliases[name] = first[key]
+        else:
+            first[key] = name
+    return aliases

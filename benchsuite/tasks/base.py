@@ -31,6 +31,9 @@ class Evaluation:
 
 class TaskKind(ABC):
     kind: ClassVar[str]
+    #: The model outputs a prediction is made from, and whether they have one row per token.
+    outputs: ClassVar[tuple[str, ...]]
+    per_token: ClassVar[bool]
 
     def __init__(self, spec: TaskSpec, tokenizer):
         self.spec = spec

@@ -15,6 +15,8 @@ from benchsuite.tasks.base import Evaluation, TaskKind
 
 class Classification(TaskKind):
     kind = "classification"
+    outputs = ("logits",)
+    per_token = False
 
     @property
     def auto_class(self):
@@ -48,8 +50,8 @@ class Classification(TaskKind):
 
     def evaluate(self, model: torch.nn.Module, rows: datasets.Dataset, *, batch_size: int) -> Evaluation:
         features = self._encode(rows)
-        outputs, stats = forward_all(model, features, output_names=["logits"], batch_size=batch_size,
-                                     pad_token_id=self.tokenizer.pad_token_id, per_token=False,
+        outputs, stats = forward_all(model, features, output_names=self.outputs, batch_size=batch_size,
+                                     pad_token_id=self.tokenizer.pad_token_id, per_token=self.per_token,
                                      desc=f"evaluating {self.spec.name}")
         logits = np.stack(outputs["logits"])
         references = [f["labels"] for f in features]

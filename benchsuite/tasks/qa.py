@@ -23,6 +23,8 @@ from benchsuite.tasks.base import Evaluation, TaskKind
 
 class ExtractiveQA(TaskKind):
     kind = "extractive_qa"
+    outputs = ("start_logits", "end_logits")
+    per_token = True
 
     @property
     def auto_class(self):
@@ -74,9 +76,9 @@ class ExtractiveQA(TaskKind):
         enc = self._windows(rows)
         inputs = [k for k in INPUT_KEYS if k in enc]
         features = [{k: enc[k][w] for k in inputs} for w in range(len(enc["input_ids"]))]
-        outputs, stats = forward_all(model, features, output_names=["start_logits", "end_logits"],
-                                     batch_size=batch_size, pad_token_id=self.tokenizer.pad_token_id,
-                                     per_token=True, desc=f"evaluating {self.spec.name}")
+        outputs, stats = forward_all(model, features, output_names=self.outputs, batch_size=batch_size,
+                                     pad_token_id=self.tokenizer.pad_token_id, per_token=self.per_token,
+                                     desc=f"evaluating {self.spec.name}")
         windows_of: dict[int, list[int]] = {}
         for w, example in enumerate(enc["overflow_to_sample_mapping"]):
             windows_of.setdefault(example, []).append(w)

@@ -14,6 +14,8 @@ from benchsuite.tasks.base import Evaluation, TaskKind
 
 class TokenClassification(TaskKind):
     kind = "token_classification"
+    outputs = ("logits",)
+    per_token = True
 
     @property
     def auto_class(self):
@@ -49,8 +51,8 @@ class TokenClassification(TaskKind):
 
     def evaluate(self, model: torch.nn.Module, rows: datasets.Dataset, *, batch_size: int) -> Evaluation:
         features, word_ids = self._encode(rows)
-        outputs, stats = forward_all(model, features, output_names=["logits"], batch_size=batch_size,
-                                     pad_token_id=self.tokenizer.pad_token_id, per_token=True,
+        outputs, stats = forward_all(model, features, output_names=self.outputs, batch_size=batch_size,
+                                     pad_token_id=self.tokenizer.pad_token_id, per_token=self.per_token,
                                      desc=f"evaluating {self.spec.name}")
         names = self.spec.labels
         gold_ids = rows[self.spec.columns["tags"]][:]

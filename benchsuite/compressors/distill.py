@@ -1,0 +1,57 @@
+"""``distill``: a shallower student initialised from the teacher's layers and trained to mimic it.
+
+The student keeps ``layers`` of the teacher's encoder layers (every other one by default,
+DistilBERT's initialisation: layers 0, 2, 4 of 6), its embeddings and task head, and is then
+trained on the task's training data with the distillation loss of
+:mod:`benchsuite.distillation.recovery` (soft targets from the teacher's cached outputs, plus
+the hard labels; optionally hidden-state and attention matching, student layer j matched to
+teacher layer ``round((j + 1) * teacher / student)``). ``alpha=0`` is the ablation: the same
+student on hard labels alone. Narrower students (a smaller hidden size) are not implemented.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from benchsuite.compressors.base import Compressor
+from benchsuite.compressors.layers import encoder_layers, set_layers
+from benchsuite.distillation.recovery import RECOVERY_NEEDS, RecoveryConfig, recover, uniform_layer_map
+
+
+@dataclass(frozen=True)
+class DistillConfig(RecoveryConfig):
+    layers: int | None = None  # None: every other layer (half the teacher's depth, rounded up)
+    keep: tuple[int, ...] = ()  # teacher layers that initialise the student; (): evenly spaced from layer 0
+
+    def validate(self) -> None:
+        super().validate()
+        if self.layers is not None and self.layers < 1:
+            raise ValueError(f"layers must be >= 1, got {self.layers}")
+        if self.keep and ((self.layers is not None and len(self.keep) != self.layers)
+                          or len(set(self.keep)) != len(self.keep) or min(self.keep) < 0):
+            raise ValueError(f"keep must list distinct teacher layers (0-based), one per student layer, "
+                             f"got {list(self.keep)}")
+
+
+class Distill(Compressor):
+    name = "distill"
+    config_class = DistillConfig
+    NEEDS = RECOVERY_NEEDS
+
+    def compress(self, model: torch.nn.Module, *, context) -> torch.nn.Module:
+        layers = encoder_layers(model)
+        depth = len(layers)
+        count = self.config.layers or len(self.config.keep) or (depth + 1) // 2
+        if count > depth:
+            raise ValueError(f"the teacher has {depth} layers; a student cannot keep {count}: choose layers <= {depth}")
+        keep = list(self.config.keep) or [i * depth // count for i in range(count)]
+        if max(keep) >= depth:
+            raise ValueError(f"the teacher has layers 0..{depth - 1}; cannot keep {keep}")
+        set_layers(model, [layers[i] for i in keep])
+        self.layout = {"kept_layers": keep, "teacher_layers": depth}
+        self.recovery = recover(model, context=context, options=self.config,
+                                layer_map=uniform_layer_map(len(keep), depth),
+                                desc=f"distilling a {len(keep)}-layer student")
+        return model

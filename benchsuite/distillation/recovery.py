@@ -1,0 +1,125 @@
+"""Recovery fine-tuning with an optional distillation loss: one loop for every method that trains.
+
+A compressor whose config subclasses :class:`RecoveryConfig` calls :func:`recover` on the model
+it produced. The loss is ``(1 - alpha) * hard + alpha * soft`` plus optional hidden-state and
+attention matching terms, where ``hard`` is the task's own loss on the gold labels and ``soft``
+the temperature-softened KL to the teacher's cached outputs (``benchsuite.distillation.loss``).
+``alpha = 0`` trains on the hard labels alone: the ablation that shows what the teacher bought.
+Epochs and learning rate default to the baseline's, so a recovered model has seen as much data
+as the model it came from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+from benchsuite.compressors.base import CompressorConfig
+from benchsuite.distillation.loss import attention_loss, hidden_loss, soft_loss
+from benchsuite.engine import model_inputs
+from benchsuite.train import fine_tune
+
+RECOVERY_NEEDS = frozenset({"train_data", "teacher", "teacher_outputs"})
+
+
+@dataclass(frozen=True)
+class RecoveryConfig(CompressorConfig):
+    """Options of recovery fine-tuning, shared by every compressor that trains."""
+
+    alpha: float = 0.5  # weight of the distillation loss; 0: hard labels only (the ablation)
+    temperature: float = 2.0
+    hidden_weight: float = 0.0  # hidden-state matching, off by default
+    hidden_distance: str = "mse"  # or "cosine"
+    attention_weight: float = 0.0  # TinyBERT attention matching, off by default (runs eager attention)
+    epochs: float | None = None  # None: the baseline's; 0: no recovery
+    learning_rate: float | None = None  # None: the baseline's
+
+    def validate(self) -> None:
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        for name in ("hidden_weight", "attention_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.hidden_distance not in ("mse", "cosine"):
+            raise ValueError(f"hidden_distance must be 'mse' or 'cosine', got {self.hidden_distance!r}")
+        if self.epochs is not None and not self.epochs >= 0:
+            raise ValueError(f"epochs must be >= 0 (0: no recovery), got {self.epochs}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+
+def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
+    """Teacher hidden-state index (0: embeddings) matched to each student layer's output, evenly spread:
+    3 of 6 layers -> [2, 4, 6], as DistilBERT and TinyBERT map them."""
+    return [round((j + 1) * teacher_layers / student_layers) for j in range(student_layers)]
+
+
+def recover(model: torch.nn.Module, *, context, options: RecoveryConfig, desc: str,
+            layer_map: Sequence[int] | None = None,
+            after_step: Callable[[int, int], None] | None = None) -> dict:
+    """Fine-tune ``model`` in place on the task's training data; returns what the record keeps."""
+    cfg = context.train_config
+    if cfg is None:
+        raise ValueError("recovery needs the baseline's training configuration (context.train_config)")
+    if options.epochs == 0:
+        return {"epochs": 0, "note": "no recovery fine-tuning (epochs=0)"}
+    cfg = replace(cfg, epochs=cfg.epochs if options.epochs is None else options.epochs,
+                  learning_rate=options.learning_rate or cfg.learning_rate)
+    features = context.train_data
+    targets = context.teacher_outputs if options.alpha > 0 else None
+    matching = options.hidden_weight > 0 or options.attention_weight > 0
+    teacher = context.teacher if matching else None
+    if matching and layer_map is None:
+        layer_map = uniform_layer_map(model.config.num_hidden_layers, teacher.config.num_hidden_layers)
+    implementations = _use_eager([model, teacher]) if options.attention_weight > 0 else []
+
+    def loss_fn(student: torch.nn.Module, batch: dict[str, torch.Tensor], index) -> torch.Tensor:
+        out = student(**batch, output_hidden_states=options.hidden_weight > 0,
+                      output_attentions=options.attention_weight > 0)
+        loss = out.loss * (1 - options.alpha) if options.alpha < 1 else 0.0
+        if targets is not None:
+            width = batch["input_ids"].shape[1]
+            soft = [soft_loss(getattr(out, name), *targets.batch(name, index, width), temperature=options.temperature)
+                    for name in targets.names]
+            loss = loss + options.alpha * sum(soft) / len(soft)
+        if teacher is not None:
+            mask = batch["attention_mask"].bool()
+            with torch.no_grad():
+                ref = teacher(**model_inputs(batch),
+                              output_hidden_states=options.hidden_weight > 0,
+                              output_attentions=options.attention_weight > 0)
+            if options.hidden_weight > 0:
+                terms = [hidden_loss(out.hidden_states[j + 1], ref.hidden_states[t], mask,
+                                     kind=options.hidden_distance) for j, t in enumerate(layer_map)]
+                loss = loss + options.hidden_weight * sum(terms) / len(terms)
+            if options.attention_weight > 0:
+                terms = [attention_loss(out.attentions[j], ref.attentions[t - 1], mask)
+                         for j, t in enumerate(layer_map)]
+                loss = loss + options.attention_weight * sum(terms) / len(terms)
+        return loss
+
+    try:
+        stats = fine_tune(model, features, cfg=cfg, seed=context.seed, pad_token_id=context.tokenizer.pad_token_id,
+                          desc=desc, loss_fn=loss_fn, after_step=after_step)
+    finally:
+        for module, implementation in implementations:
+            module.set_attn_implementation(implementation)
+    result = {**asdict(stats), "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size}
+    result["final_loss"] = round(result["final_loss"], 5) if math.isfinite(result["final_loss"]) else None
+    result["seconds"] = round(result["seconds"], 1)
+    return result
+
+
+def _use_eager(models: list) -> list[tuple[torch.nn.Module, str]]:
+    """Switch models to eager attention (the only one that returns attention probabilities)."""
+    previous = []
+    for module in models:
+        if module is not None:
+            previous.append((module, module.config._attn_implementation))
+            module.set_attn_implementation("eager")
+    return previous

@@ -1,0 +1,228 @@
+"""The pruning family on tiny random models: exact sparsity, the cubic schedule, head and neuron
+surgery against masking, Michel importance, and the rebuilt model's round trip."""
+
+import copy
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertForSequenceClassification
+
+from benchsuite.compressors.base import CompressionContext
+from benchsuite.compressors.prune.importance import importance, keep_after_removing
+from benchsuite.compressors.prune.magnitude import Magnitude, MagnitudeConfig
+from benchsuite.compressors.prune.structured import FfnConfig, FfnPrune, HeadPrune, HeadsConfig, StructuredConfig
+from benchsuite.compressors.prune.surgery import keep_heads, keep_neurons
+from benchsuite.engine import collate
+from benchsuite.tasks.spec import TrainConfig
+from benchsuite.testing import tiny_config
+
+VOCAB = 100
+HEAD = 8  # head size of the 4-head, 32-wide tiny model
+
+
+def bert(seed: int = 0, **overrides) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(tiny_config(VOCAB, num_attention_heads=4, **overrides)).eval()
+
+
+def features(count: int = 32, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(count):
+        width = int(rng.integers(4, 12))
+        rows.append({"input_ids": rng.integers(1, VOCAB, width).tolist(), "attention_mask": [1] * width,
+                     "token_type_ids": [0] * width, "labels": int(rng.integers(0, 2))})
+    return rows
+
+
+def context(cls, *, epochs: float = 1.0) -> CompressionContext:
+    """Hard labels only (alpha=0 in the configs below), so no teacher outputs are needed."""
+    return CompressionContext(needs=cls.NEEDS, task=None, tokenizer=SimpleNamespace(pad_token_id=0), seed=0,
+                              providers={"train_data": features()},
+                              train_config=TrainConfig(epochs=epochs, batch_size=8, learning_rate=1e-3))
+
+
+def batch() -> dict[str, torch.Tensor]:
+    rows = features(6, seed=1)
+    return {k: v for k, v in collate(rows, 0).items() if k != "labels"}  # padded: masks matter
+
+
+def logits(model) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**batch()).logits
+
+
+def encoder_linear_weights(model) -> list[torch.Tensor]:
+    return [m.weight for m in model.bert.encoder.modules() if isinstance(m, torch.nn.Linear)]
+
+
+# --- magnitude ------------------------------------------------------------------------------------
+
+
+def test_oneshot_prunes_globally_to_the_exact_sparsity_and_recovery_keeps_the_mask():
+    model = bert()
+    loud = model.bert.encoder.layer[0].output.dense.weight
+    with torch.no_grad():
+        loud *= 10  # a global ranking spares this tensor; a per-tensor one would not
+    original = torch.cat([w.detach().flatten() for w in encoder_linear_weights(model)])
+    flat = original.abs()
+    pruned = round(0.8 * flat.numel())
+    expected_kept = torch.zeros_like(flat, dtype=torch.bool)
+    expected_kept[flat.topk(flat.numel() - pruned).indices] = True
+    head, pooler = model.classifier.weight.detach().clone(), model.bert.pooler.dense.weight.detach().clone()
+
+    compressor = Magnitude(MagnitudeConfig(sparsity=0.8, alpha=0.0))
+    model = compressor.compress(model, context=context(Magnitude, epochs=2))
+
+    after = torch.cat([w.detach().flatten() for w in encoder_linear_weights(model)])
+    assert torch.equal(after != 0, expected_kept)  # exactly the largest weights, still after AdamW's steps
+    assert compressor.recovery["steps"] == 8
+    assert not torch.equal(after[expected_kept], original[expected_kept])  # recovery did train the kept weights
+    assert float((loud == 0).float().mean()) < 0.2
+    assert not torch.equal(model.classifier.weight, head) and (model.classifier.weight != 0).all()
+    assert (model.bert.pooler.dense.weight != 0).all() and not torch.equal(model.bert.pooler.dense.weight, pooler)
+    layout = compressor.layout
+    assert layout["sets"]["encoder_linear"]["pruned"] == layout["pruned_weights"] == pruned
+    assert layout["sparsity"] == round(pruned / flat.numel(), 6) and "word_embeddings" not in layout["sets"]
+    assert "unchanged" in layout["speed"] and "dense" in Magnitude.save_format
+
+
+def test_gradual_schedule_follows_the_cubic_formula():
+    model = bert()
+    size = sum(w.numel() for w in encoder_linear_weights(model))
+    compressor = Magnitude(MagnitudeConfig(sparsity=0.6, schedule="gradual", ramp=0.5, prune_every=1, alpha=0.0))
+    model = compressor.compress(model, context=context(Magnitude, epochs=2))  # 8 steps, ramp over 4
+    expected = [0.6 * (1 - (1 - t / 4) ** 3) for t in (1, 2, 3, 4)]
+    steps = compressor.layout["steps"]
+    assert [s[0] for s in steps] == [1, 2, 3, 4]
+    assert [s[1] for s in steps] == pytest.approx(expected, abs=1e-6)
+    assert [s[2] for s in steps] == pytest.approx([round(e * size) / size for e in expected], abs=1e-6)
+    zeros = sum(int((w == 0).sum()) for w in encoder_linear_weights(model))
+    assert zeros == round(0.6 * size)  # held at the target through steps 5..8
+
+
+def test_gradual_updates_every_prune_every_steps_and_at_the_end_of_the_ramp():
+    compressor = Magnitude(MagnitudeConfig(sparsity=0.5, schedule="gradual", ramp=0.75, prune_every=4, alpha=0.0))
+    compressor.compress(bert(), context=context(Magnitude, epochs=2))  # ramp: round(0.75 * 8) = 6 steps
+    assert [s[0] for s in compressor.layout["steps"]] == [4, 6]
+    assert compressor.layout["steps"][-1][1] == 0.5
+
+
+def test_gradual_without_recovery_is_refused():
+    with pytest.raises(ValueError, match="epochs"):
+        MagnitudeConfig(schedule="gradual", epochs=0)
+
+
+@pytest.mark.parametrize("embeddings", [True, False])
+def test_embeddings_flag_prunes_the_word_embeddings_on_their_own(embeddings):
+    model = bert()
+    table = model.bert.embeddings.word_embeddings.weight
+    before = table.detach().clone()
+    compressor = Magnitude(MagnitudeConfig(sparsity=0.7, embeddings=embeddings, epochs=0))
+    compressor.compress(model, context=context(Magnitude))
+    if embeddings:
+        assert int((table == 0).sum()) == round(0.7 * table.numel())
+        assert compressor.layout["sets"]["word_embeddings"]["sparsity"] == pytest.approx(0.7, abs=1e-3)
+    else:
+        assert torch.equal(table, before) and set(compressor.layout["sets"]) == {"encoder_linear"}
+    assert (model.bert.embeddings.position_embeddings.weight != 0).all()
+
+
+# --- structured: surgery, importance, the compressors ----------------------------------------------
+
+
+def test_removing_heads_and_neurons_computes_what_masking_them_computes():
+    model = bert()
+    heads_kept, neurons_kept = [[1, 3], [0, 1, 2]], [list(range(0, 64, 3)), list(range(40))]
+    masked = copy.deepcopy(model)
+    for layer, heads, neurons in zip(masked.bert.encoder.layer, heads_kept, neurons_kept, strict=True):
+        with torch.no_grad():
+            for h in set(range(4)) - set(heads):
+                layer.attention.output.dense.weight[:, h * HEAD:(h + 1) * HEAD] = 0
+            layer.output.dense.weight[:, sorted(set(range(64)) - set(neurons))] = 0
+    for layer, heads, neurons in zip(model.bert.encoder.layer, heads_kept, neurons_kept, strict=True):
+        keep_heads(layer, heads)
+        keep_neurons(layer, neurons)
+    assert not torch.allclose(logits(masked), logits(bert()), atol=1e-4)  # the masks do change the output
+    assert torch.allclose(logits(model), logits(masked), atol=1e-6)
+    first, second = model.bert.encoder.layer
+    assert first.attention.self.query.weight.shape == (2 * HEAD, 32) and first.attention.self.value.bias.shape == (16,)
+    assert second.attention.output.dense.weight.shape == (32, 3 * HEAD)
+    assert first.intermediate.dense.weight.shape == (22, 32) and second.output.dense.weight.shape == (32, 40)
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in masked.parameters())
+
+
+def make_useless(model, *, layer: int, heads: list[int] = (), neuron: int | None = None) -> None:
+    """Zero the value projection of ``heads`` and the outgoing weights of ``neuron``: they contribute nothing."""
+    block = model.bert.encoder.layer[layer]
+    with torch.no_grad():
+        for h in heads:
+            block.attention.self.value.weight[h * HEAD:(h + 1) * HEAD] = 0
+            block.attention.self.value.bias[h * HEAD:(h + 1) * HEAD] = 0
+        if neuron is not None:
+            block.output.dense.weight[:, neuron] = 0
+
+
+def test_importance_ranks_a_useless_head_and_neuron_last():
+    model = bert()
+    make_useless(model, layer=1, heads=[2])
+    make_useless(model, layer=0, neuron=5)
+    scores = importance(model, features(), pad_token_id=0)
+    heads, neurons = torch.stack(scores.heads), torch.stack(scores.neurons)
+    assert heads[1, 2] == 0 and heads.flatten().argmin() == 6
+    assert (heads.flatten() > 0).sum() == 7 and neurons[0, 5] == 0 and (neurons > 0).sum() == 127
+    assert torch.allclose(heads.norm(dim=1), torch.ones(2))  # Michel's per-layer L2 normalisation
+    assert keep_after_removing(scores.heads, 1, field="heads") == [[0, 1, 2, 3], [0, 1, 3]]
+
+
+def test_every_layer_keeps_a_unit_and_too_much_pruning_is_refused():
+    scores = [torch.tensor([0.0, 0.0]), torch.tensor([1.0, 2.0])]
+    assert keep_after_removing(scores, 2, field="heads") == [[1], [1]]
+    with pytest.raises(ValueError, match=r"heads asks to remove 3 of 4.*at most 2"):
+        keep_after_removing(scores, 3, field="heads")
+
+
+def test_structured_pruning_recovers_shrinks_and_round_trips(tmp_path):
+    model = bert()
+    make_useless(model, layer=0, heads=[1, 2, 3])  # so that layers end with different head counts
+    params = sum(p.numel() for p in model.parameters())
+    compressor = HeadPrune(HeadsConfig(heads=3 / 8, ffn=0.25, alpha=0.0))
+    model = compressor.compress(model, context=context(HeadPrune))
+    layout = compressor.layout
+    assert layout["heads_kept"] == [[0], [0, 1, 2, 3]] and layout["heads_removed"] == 3
+    assert sum(layout["ffn_kept"]) == 96 and layout["ffn_removed"] == 32 and compressor.recovery["steps"] == 4
+    first, second = model.bert.encoder.layer
+    assert first.attention.self.key.weight.shape == (HEAD, 32) and second.attention.self.key.weight.shape == (32, 32)
+    assert [layer.intermediate.dense.out_features for layer in (first, second)] == layout["ffn_kept"]
+    assert sum(p.numel() for p in model.parameters()) < params
+    compressor.save(model, tmp_path / "saved")
+    loaded = HeadPrune.load(tmp_path / "saved")
+    assert torch.equal(logits(loaded), logits(model))
+    assert loaded.bert.encoder.layer[0].attention.self.num_attention_heads == 1
+
+
+def test_ffn_defaults_prune_half_the_neurons_and_no_heads():
+    compressor = FfnPrune(FfnConfig(epochs=0))
+    model = compressor.compress(bert(), context=context(FfnPrune))
+    assert compressor.layout["ffn_removed"] == 64 and compressor.layout["heads_removed"] == 0
+    assert all(layer.attention.self.num_attention_heads == 4 for layer in model.bert.encoder.layer)
+    assert (HeadsConfig().heads, HeadsConfig().ffn, FfnConfig().heads) == (0.5, 0.0, 0.0)
+
+
+@pytest.mark.parametrize(("config", "options", "field"), [
+    (MagnitudeConfig, {"sparsity": 1.0}, "sparsity"),
+    (MagnitudeConfig, {"sparsity": 0.0}, "sparsity"),
+    (MagnitudeConfig, {"schedule": "cubic"}, "schedule"),
+    (MagnitudeConfig, {"ramp": 0.0}, "ramp"),
+    (MagnitudeConfig, {"prune_every": 0}, "prune_every"),
+    (HeadsConfig, {"heads": 1.0}, "heads"),
+    (FfnConfig, {"ffn": -0.1}, "ffn"),
+    (HeadsConfig, {"importance_examples": 0}, "importance_examples"),
+    (HeadsConfig, {"attention_weight": 1.0}, "attention_weight"),
+    (StructuredConfig, {}, "nothing to prune"),
+])
+def test_bad_options_name_the_field(config, options, field):
+    with pytest.raises(ValueError, match=field):
+        config.from_params(options)

@@ -1,0 +1,275 @@
+"""The sharing and factorisation family: tying, SVD initialisation, layouts and save/load on tiny models."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from safetensors import safe_open
+from torch import nn
+from transformers import BertForSequenceClassification
+
+from benchsuite.compressors.base import CompressionContext
+from benchsuite.compressors.share.combined import Albert, AlbertConfig
+from benchsuite.compressors.share.cross_layer import CrossLayer, CrossLayerConfig, layer_groups
+from benchsuite.compressors.share.factorize import (
+    FactorizedEmbedding,
+    FactorizedEmbeddingCompressor,
+    FactorizedEmbeddingConfig,
+    LowRank,
+    LowRankConfig,
+    LowRankLinear,
+    rank_for_energy,
+    svd,
+    target_linears,
+)
+from benchsuite.measure.footprint import disk_size, footprint, saved_size
+from benchsuite.tasks.spec import TrainConfig
+from benchsuite.testing import tiny_config
+
+VOCAB, HIDDEN, FFN = 100, 32, 64
+LAYER_PARAMS = 4 * (HIDDEN * HIDDEN + HIDDEN) + 2 * HIDDEN * FFN + FFN + HIDDEN + 2 * 2 * HIDDEN  # 4 linears, 2 LNs
+
+
+@pytest.fixture()
+def model() -> BertForSequenceClassification:
+    torch.manual_seed(0)
+    return BertForSequenceClassification(tiny_config(VOCAB, num_hidden_layers=6, num_labels=2)).eval()
+
+
+class _Tokenizer:
+    pad_token_id = 0
+
+
+def _context(compressor, features=()) -> CompressionContext:
+    return CompressionContext(needs=compressor.NEEDS, task=None, tokenizer=_Tokenizer(), seed=0,
+                              providers={"train_data": list(features)},
+                              train_config=TrainConfig(epochs=1.0, batch_size=8, learning_rate=1e-3))
+
+
+def _compress(compressor, model):
+    return compressor.compress(copy.deepcopy(model), context=_context(compressor)).eval()
+
+
+def _batch() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, VOCAB, (4, 10), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[2:, 7:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _layers(model) -> nn.ModuleList:
+    return model.bert.encoder.layer
+
+
+def _round_trip(compressor, model, folder):
+    compressor.save(model, folder)
+    reloaded = type(compressor).load(folder)
+    with torch.no_grad():
+        assert torch.equal(reloaded(**_batch()).logits, model(**_batch()).logits)
+    assert footprint(reloaded).params == footprint(model).params
+    with safe_open(str(folder / "model.safetensors"), "pt") as fh:
+        return reloaded, set(fh.keys())
+
+
+# --- cross_layer ------------------------------------------------------------------------------------------
+
+
+def test_layer_groups_are_runs_of_consecutive_layers():
+    assert layer_groups(6, 1) == [[0, 1, 2, 3, 4, 5]]
+    assert layer_groups(6, 3) == [[0, 1], [2, 3], [4, 5]]
+    assert layer_groups(6, 4) == [[0, 1], [2], [3, 4], [5]]
+    assert layer_groups(6, 6) == [[i] for i in range(6)]
+    with pytest.raises(ValueError, match="groups must be in 1..6"):
+        layer_groups(6, 7)
+
+
+def test_cross_layer_ties_modules_and_counts_them_once(model):
+    before = footprint(model)
+    shared = _compress(CrossLayer(CrossLayerConfig(groups=3, epochs=0)), model)
+    layers = _layers(shared)
+    assert [len({id(layer) for layer in layers[i:i + 2]}) for i in (0, 2, 4)] == [1, 1, 1]
+    assert len({id(layer) for layer in layers}) == 3
+    after = footprint(shared)
+    assert after.params == before.params - 3 * LAYER_PARAMS
+    assert after.params_by_name == before.params_by_name  # six depths still see their weights by name
+
+
+def test_average_init_is_the_mean_of_the_group(model):
+    shared = _compress(CrossLayer(CrossLayerConfig(groups=2, epochs=0)), model)
+    for group, layer in (([0, 1, 2], _layers(shared)[0]), ([3, 4, 5], _layers(shared)[5])):
+        for key, value in layer.state_dict().items():
+            mean = torch.stack([_layers(model)[i].state_dict()[key] for i in group]).mean(0)
+            assert torch.allclose(value, mean, atol=1e-7), key
+
+
+@pytest.mark.parametrize(("init", "source"), [("first", 0), ("middle", 2), ("last", 5)])
+def test_picked_init_copies_that_layer(model, init, source):
+    shared = _compress(CrossLayer(CrossLayerConfig(init=init, epochs=0)), model)
+    for key, value in _layers(shared)[3].state_dict().items():
+        assert torch.equal(value, _layers(model)[source].state_dict()[key]), key
+
+
+def test_cross_layer_saves_the_shared_layer_once_and_reloads_it_tied(model, tmp_path):
+    compressor = CrossLayer(CrossLayerConfig(groups=1, epochs=0))
+    shared = _compress(compressor, model)
+    reloaded, keys = _round_trip(compressor, shared, tmp_path)
+    assert all(layer is _layers(reloaded)[0] for layer in _layers(reloaded))
+    assert {key.split(".")[3] for key in keys if ".encoder.layer." in key} == {"0"}
+    saved = saved_size(tmp_path, format="safetensors").size_bytes
+    assert saved < disk_size(model).size_bytes - 4 * 5 * LAYER_PARAMS + 4096  # five layers fewer, bar headers
+
+
+def test_recovery_trains_the_shared_layer_and_keeps_it_tied(model):
+    generator = torch.Generator().manual_seed(2)
+    features = [{"input_ids": torch.randint(1, VOCAB, (8,), generator=generator).tolist(),
+                 "attention_mask": [1] * 8, "labels": i % 2} for i in range(16)]
+    compressor = CrossLayer(CrossLayerConfig(alpha=0.0))  # hard labels only: no teacher outputs needed
+    start = _compress(CrossLayer(CrossLayerConfig(epochs=0)), model)
+    trained = compressor.compress(copy.deepcopy(model), context=_context(compressor, features))
+    assert compressor.recovery["steps"] == 2
+    assert all(layer is _layers(trained)[0] for layer in _layers(trained))
+    weight = _layers(trained)[0].intermediate.dense.weight
+    assert not torch.equal(weight, _layers(start)[0].intermediate.dense.weight)
+
+
+# --- factorized_embedding ---------------------------------------------------------------------------------
+
+
+def test_full_rank_factorised_embedding_reproduces_the_table():
+    torch.manual_seed(0)
+    embedding = nn.Embedding(50, 16, padding_idx=0)
+    factorised = FactorizedEmbedding.from_embedding(embedding, rank=16)
+    ids = torch.randint(0, 50, (3, 7))
+    assert torch.allclose(factorised(ids), embedding(ids), atol=1e-5)
+    assert not factorised.table.weight[0].any()  # the padding row stays exactly zero
+
+
+def test_truncated_embedding_is_the_best_approximation_of_its_rank():
+    torch.manual_seed(0)
+    embedding = nn.Embedding(40, 16)
+    factorised = FactorizedEmbedding.from_embedding(embedding, rank=5)
+    product = (factorised.table.weight @ factorised.project.weight.T).detach()
+    singular = torch.linalg.svdvals(embedding.weight.detach().double())
+    error = (product - embedding.weight.detach()).double().norm() ** 2
+    assert error == pytest.approx((singular[5:] ** 2).sum().item(), rel=1e-4)
+
+
+def test_factorized_embedding_compressor_shrinks_and_reloads(model, tmp_path):
+    compressor = FactorizedEmbeddingCompressor(FactorizedEmbeddingConfig(rank=8, epochs=0))
+    factorised = _compress(compressor, model)
+    assert isinstance(factorised.get_input_embeddings(), FactorizedEmbedding)
+    assert footprint(model).params - footprint(factorised).params == VOCAB * HIDDEN - (VOCAB * 8 + 8 * HIDDEN)
+    assert compressor.layout == {"embedding_rank": 8}
+    reloaded, _ = _round_trip(compressor, factorised, tmp_path)
+    assert reloaded.get_input_embeddings().table.weight.shape == (VOCAB, 8)
+
+
+def test_default_embedding_rank_is_a_third_of_the_hidden_size(model):
+    compressor = FactorizedEmbeddingCompressor(FactorizedEmbeddingConfig(epochs=0))
+    _compress(compressor, model)
+    assert compressor.layout == {"embedding_rank": HIDDEN // 3}
+
+
+@pytest.mark.parametrize("rank", [HIDDEN, 25])  # 25 x (100 + 32) >= 100 x 32: no saving
+def test_factorized_embedding_refuses_a_rank_that_saves_nothing(model, rank):
+    with pytest.raises(ValueError, match=r"rank=\d+ saves nothing .* choose rank <= 24"):
+        _compress(FactorizedEmbeddingCompressor(FactorizedEmbeddingConfig(rank=rank, epochs=0)), model)
+
+
+# --- low_rank ---------------------------------------------------------------------------------------------
+
+
+def test_full_rank_low_rank_linear_reproduces_the_layer():
+    torch.manual_seed(0)
+    linear = nn.Linear(24, 16)
+    x = torch.randn(5, 24)
+    assert torch.allclose(LowRankLinear.from_linear(linear, rank=16)(x), linear(x), atol=1e-5)
+
+
+def _with_singular_values(values: list[float], rows: int, cols: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(3)
+    left, _ = torch.linalg.qr(torch.randn(rows, len(values), generator=generator))
+    right, _ = torch.linalg.qr(torch.randn(cols, len(values), generator=generator))
+    return left @ torch.diag(torch.tensor(values)) @ right.T
+
+
+def test_energy_rule_picks_the_smallest_rank_holding_the_energy():
+    _, singular, _ = svd(_with_singular_values([3.0, 2.0, 1.0, 0.0], 8, 6))  # squares 9, 4, 1 of 14
+    assert [rank_for_energy(singular, e) for e in (0.5, 9 / 14, 0.9, 13 / 14, 0.95, 1.0)] == [1, 1, 2, 2, 3, 3]
+
+
+def test_low_rank_uses_the_energy_rank_of_each_layer(model, tmp_path):
+    name = "bert.encoder.layer.0.intermediate.dense"
+    with torch.no_grad():
+        model.get_submodule(name).weight.copy_(_with_singular_values([10.0, 5.0, 1.0, 0.5], FFN, HIDDEN))
+    compressor = LowRank(LowRankConfig(energy=0.9, epochs=0))
+    factorised = _compress(compressor, model)
+    assert compressor.layout["ranks"][name] == 2  # 100 + 25 of 126.25
+    layer = factorised.get_submodule(name)
+    assert isinstance(layer, LowRankLinear) and layer.down.weight.shape == (2, HIDDEN)
+    _round_trip(compressor, factorised, tmp_path)
+
+
+def test_low_rank_skips_layers_it_would_not_shrink(model, tmp_path):
+    compressor = LowRank(LowRankConfig(rank=20, epochs=0))  # 20 x 64 >= 32 x 32, but 20 x 96 < 32 x 64
+    factorised = _compress(compressor, model)
+    ranks, skipped = compressor.layout["ranks"], compressor.layout["skipped"]
+    assert len(ranks) == 12 and all(".attention." not in name for name in ranks)
+    assert len(skipped) == 24 and set(skipped.values()) == {20}
+    assert footprint(model).params - footprint(factorised).params == 12 * (HIDDEN * FFN - 20 * (HIDDEN + FFN))
+    reloaded, _ = _round_trip(compressor, factorised, tmp_path)
+    assert isinstance(reloaded.get_submodule(next(iter(ranks))), LowRankLinear)
+
+
+def test_include_selects_the_linears(model):
+    encoder = target_linears(model, "encoder")
+    attention, ffn = target_linears(model, "attention"), target_linears(model, "ffn")
+    assert len(attention) == 24 and len(ffn) == 12 and sorted(attention + ffn) == sorted(encoder)
+    assert set(target_linears(model, "all")) - set(encoder) == {"bert.pooler.dense", "classifier"}
+
+
+def test_low_rank_default_is_energy_and_hashes_like_it():
+    assert LowRankConfig().energy == 0.8 and LowRankConfig(rank=4).energy is None
+    assert LowRankConfig().config_hash() == LowRankConfig(energy=0.8).config_hash()
+
+
+# --- albert -----------------------------------------------------------------------------------------------
+
+
+def test_albert_shares_layers_and_factorises_the_embedding(model, tmp_path):
+    compressor = Albert(AlbertConfig(groups=1, embedding_rank=8, epochs=0))
+    albert = _compress(compressor, model)
+    saved = 5 * LAYER_PARAMS + VOCAB * HIDDEN - (VOCAB * 8 + 8 * HIDDEN)
+    assert footprint(model).params - footprint(albert).params == saved
+    assert compressor.layout == {"groups": [list(range(6))], "embedding_rank": 8}
+    reloaded, _ = _round_trip(compressor, albert, tmp_path)
+    assert all(layer is _layers(reloaded)[0] for layer in _layers(reloaded))
+    assert isinstance(reloaded.get_input_embeddings(), FactorizedEmbedding)
+
+
+# --- options ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("config", "params", "field"), [
+    (CrossLayerConfig, {"groups": 0}, "groups"),
+    (CrossLayerConfig, {"init": "random"}, "init"),
+    (FactorizedEmbeddingConfig, {"rank": 0}, "rank"),
+    (LowRankConfig, {"rank": 4, "energy": 0.5}, "rank"),
+    (LowRankConfig, {"rank": 0}, "rank"),
+    (LowRankConfig, {"energy": 1.5}, "energy"),
+    (LowRankConfig, {"energy": 0.0}, "energy"),
+    (LowRankConfig, {"include": "head"}, "include"),
+    (AlbertConfig, {"embedding_rank": 0}, "embedding_rank"),
+    (AlbertConfig, {"init": "best"}, "init"),
+])
+def test_bad_options_are_named(config, params, field):
+    with pytest.raises(ValueError, match=field):
+        config.from_params(params)
+
+
+def test_more_groups_than_layers_is_refused_at_compress_time(model):
+    with pytest.raises(ValueError, match="groups must be in 1..6 .* got 7"):
+        _compress(CrossLayer(CrossLayerConfig(groups=7, epochs=0)), model)
