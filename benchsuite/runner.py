@@ -163,7 +163,7 @@ def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: Ta
         return [model_inputs(f) for f in train_data()[:CALIBRATION_EXAMPLES]]
 
     def outputs() -> TeacherOutputs:
-        return teacher_outputs(load_model(kind.auto_class, baseline["path"]), train_data(), names=kind.outputs,
+        return teacher_outputs(lambda: load_model(kind.auto_class, teacher_path), train_data(), names=kind.outputs,
                                per_token=kind.per_token, pad_token_id=kind.tokenizer.pad_token_id,
                                cache_dir=opts.cache_dir, teacher_key=baseline["cache_key"],
                                batch_size=opts.eval_batch_size)

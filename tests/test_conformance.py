@@ -133,7 +133,7 @@ def test_deterministic_for_a_seed(name, tiny_model, data_env, tmp_path):
         return kind.train_features(data.train)
 
     def outputs() -> TeacherOutputs:
-        return teacher_outputs(model, train_data(), names=kind.outputs, per_token=kind.per_token,
+        return teacher_outputs(lambda: model, train_data(), names=kind.outputs, per_token=kind.per_token,
                                pad_token_id=kind.tokenizer.pad_token_id, cache_dir=tmp_path, teacher_key="tiny")
 
     def compressed() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:

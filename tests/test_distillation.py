@@ -87,7 +87,7 @@ def test_teacher_outputs_match_a_forward_pass_and_are_cached(sst2, tiny_model, t
     teacher = load_model(kind.auto_class, str(tiny_model), **kind.model_kwargs())
     args = dict(names=kind.outputs, per_token=kind.per_token, pad_token_id=kind.tokenizer.pad_token_id,
                 cache_dir=tmp_path, teacher_key="t")
-    first = teacher_outputs(teacher, features, **args)
+    first = teacher_outputs(lambda: teacher, features, **args)
     direct, _ = forward_all(teacher, features, output_names=["logits"], batch_size=64,
                             pad_token_id=kind.tokenizer.pad_token_id, per_token=False)
     assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(first.values["logits"], direct["logits"], strict=True))
@@ -96,10 +96,10 @@ def test_teacher_outputs_match_a_forward_pass_and_are_cached(sst2, tiny_model, t
         def forward(self, **_):
             raise AssertionError("the cached outputs should have been read")
 
-    again = teacher_outputs(Exploding(), features, **args)  # same key: read back, not recomputed
+    again = teacher_outputs(Exploding, features, **args)  # same key: read back, not recomputed
     assert all(np.array_equal(a, b) for a, b in zip(first.values["logits"], again.values["logits"], strict=True))
     with pytest.raises(AssertionError, match="cached"):  # other features: another key
-        teacher_outputs(Exploding(), features[:10], **args)
+        teacher_outputs(Exploding, features[:10], **args)
 
 
 def test_per_token_outputs_batch_back_padded_with_a_mask(tmp_path):
@@ -112,7 +112,7 @@ def test_per_token_outputs_batch_back_padded_with_a_mask(tmp_path):
 
 
 def _context(spec, kind, features, teacher, tmp_path, **train):
-    outputs = teacher_outputs(teacher, features, names=kind.outputs, per_token=kind.per_token,
+    outputs = teacher_outputs(lambda: teacher, features, names=kind.outputs, per_token=kind.per_token,
                               pad_token_id=kind.tokenizer.pad_token_id, cache_dir=tmp_path, teacher_key="t")
     return CompressionContext(needs=RECOVERY_NEEDS, task=spec, tokenizer=kind.tokenizer, seed=0,
                               providers={"train_data": features, "teacher": lambda: teacher,

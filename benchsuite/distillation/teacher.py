@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,16 +57,18 @@ def features_sha256(features: Sequence[dict]) -> str:
     return digest.hexdigest()
 
 
-def teacher_outputs(teacher: torch.nn.Module, features: Sequence[dict], *, names: Sequence[str], per_token: bool,
-                    pad_token_id: int, cache_dir: Path, teacher_key: str, batch_size: int = 64) -> TeacherOutputs:
-    """The teacher's ``names`` outputs on ``features``, from the cache or computed (and cached) now."""
+def teacher_outputs(load_teacher: Callable[[], torch.nn.Module], features: Sequence[dict], *, names: Sequence[str],
+                    per_token: bool, pad_token_id: int, cache_dir: Path, teacher_key: str,
+                    batch_size: int = 64) -> TeacherOutputs:
+    """The teacher's ``names`` outputs on ``features``, from the cache or computed (and cached) now;
+    ``load_teacher`` is called only on a cache miss."""
     inputs = {"code_version": CODE_VERSION, "teacher": teacher_key, "features_sha256": features_sha256(features),
               "names": list(names), "per_token": per_token}
     key = cache.key_of(inputs)
     entry = cache.cached_entry(cache_dir, "teacher_outputs", key, payload=PAYLOAD)
     if entry is None:
         def build(folder: Path) -> dict:
-            outputs, stats = forward_all(teacher, features, output_names=list(names), batch_size=batch_size,
+            outputs, stats = forward_all(load_teacher(), features, output_names=list(names), batch_size=batch_size,
                                          pad_token_id=pad_token_id, per_token=per_token,
                                          desc="teacher outputs on the training data")
             flat = {name: np.concatenate([np.asarray(v, dtype=np.float32).reshape(-1) for v in outputs[name]])
