@@ -1,4 +1,4 @@
-"""The ``benchsuite`` command: ``list``, ``run`` and ``report``.
+"""The ``benchsuite`` command: ``list``, ``run``, ``report`` and ``upgrade``.
 
 Bad usage (unknown task or compressor, missing model or data) prints one line and
 exits with code 2; a run in which some cells failed exits with code 1.
@@ -7,8 +7,10 @@ exits with code 2; a run in which some cells failed exits with code 1.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -31,10 +33,13 @@ def _csv(value: str) -> tuple[str, ...]:
 
 
 def _compressor_list(value: str) -> tuple[str, ...]:
-    """``a,b:k=1,j=2,c`` -> ``(a, b:k=1,j=2, c)``: a piece with ``=`` and no ``:`` is an option of the one before."""
+    """``a,b:k=1,j=2,c`` -> ``(a, b:k=1,j=2, c)``: a piece with ``=`` and no ``:`` is an option of the one
+    before, and so is a bare number (or ``[``...``]`` part) that continues a list option (``distill:keep=0,3``)."""
     specs: list[str] = []
     for piece in _csv(value):
-        if "=" in piece and ":" not in piece:
+        continues_list = bool(specs) and (specs[-1].count("[") > specs[-1].count("]")
+                                          or re.fullmatch(r"-?\d+\]?", piece) is not None)
+        if ("=" in piece and ":" not in piece) or continues_list:
             if not specs:
                 raise argparse.ArgumentTypeError(f"option {piece!r} comes before any compressor name")
             specs[-1] += f",{piece}"
@@ -73,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     reporter = sub.add_parser("report", help="regenerate report tables from records")
     reporter.add_argument("--results-dir", type=Path, default=Path("results"))
     reporter.add_argument("--out", type=Path, default=Path("reports"))
+
+    upgrader = sub.add_parser("upgrade", help="rewrite older records in the current schema, under their cell-key names")
+    upgrader.add_argument("--results-dir", type=Path, default=Path("results"))
     return parser
 
 
@@ -114,7 +122,28 @@ def _dispatch(args: argparse.Namespace) -> int:
         for path in written:
             print(path)
         return 0
+    if args.command == "upgrade":
+        return _upgrade(args.results_dir)
     return _run(args)
+
+
+def _upgrade(results_dir: Path) -> int:
+    from benchsuite.compressors.registry import get_compressor_class, registered
+    from benchsuite.records import SCHEMA_VERSION, upgrade_files
+
+    if not results_dir.is_dir():
+        raise UsageError(f"results folder {results_dir} does not exist")
+    names = set(registered())
+
+    def defaults(name: str) -> dict | None:  # the installed config's JSON, to recover ``changed``
+        # through JSON, as the record holds it: a tuple default is the list a record stores
+        return json.loads(json.dumps(get_compressor_class(name)().config.to_json())) if name in names else None
+
+    moved = upgrade_files(results_dir, defaults=defaults)
+    for old, new in moved:
+        print(f"{old} -> {new.name}")
+    print(f"{len(moved)} records rewritten in schema {SCHEMA_VERSION}")
+    return 0
 
 
 def _list(what: str) -> int:

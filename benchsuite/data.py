@@ -19,25 +19,10 @@ import numpy as np
 
 from benchsuite.errors import UsageError
 from benchsuite.fileio import file_sha256
+from benchsuite.records import SplitInfo
 from benchsuite.tasks.spec import TaskSpec
 
 DATA_DIR_ENV = "BENCHSUITE_DATA_DIR"
-
-
-@dataclass(frozen=True)
-class SplitInfo:
-    """How one split was obtained and which rows of it were used: goes into the record."""
-
-    repo_id: str
-    config: str
-    split: str
-    source: str  # the parquet file, or "hub"
-    fingerprint: str  # sha256 of the parquet file, or the datasets fingerprint
-    rows_available: int
-    rows_used: int
-    selection: str  # how rows_used were chosen
-    selection_sha256: str  # hash of the chosen row indices
-    note: str = ""  # e.g. "mirror holds 4,370 of 87,599 rows" or the fallback used
 
 
 @dataclass(frozen=True)
@@ -83,7 +68,8 @@ def load_task_data(
         train_rows, eval_rows = _hold_apart(eval_full, fraction, group_by, seed)
         train_full, train_source = eval_full, eval_source
         by = f", grouped by {group_by!r} so no group is in both" if group_by else ""
-        train_note = (f"FALLBACK: {missing.path or 'train split'} unavailable; trained on {fraction:.0%} of "
+        train_note = (f"FALLBACK: {missing.path or 'train split'} is listed missing in the mirror's MANIFEST.json; "
+                      f"trained on {fraction:.0%} of "
                       f"{ds.eval_split} held apart{by} (seed {seed}); scored on the rest")
         note_eval = (note_eval + "; " if note_eval else "") + "the part held apart for training is excluded"
     train_sel = _sample(train_rows, max_train, seed)
@@ -111,12 +97,12 @@ def _load_split(spec: TaskSpec, split: str) -> tuple[datasets.Dataset, str]:
         path = root / ds.repo_id / ds.config / f"{split}.parquet"
         if not path.is_file():
             listed = _manifest_missing(ds.repo_id, ds.config, split)
-            why = f" (the mirror's MANIFEST.json says: {listed})" if listed else ""
-            raise MissingSplit(
-                f"task {spec.name}: the local mirror has no {path}{why}; unset {DATA_DIR_ENV} to use the Hub, "
-                f"or add the file to the mirror",
-                path,
-            )
+            if listed:  # known absent: the spec's fallback, if it has one, may stand in
+                raise MissingSplit(f"task {spec.name}: the local mirror has no {path} (its MANIFEST.json says: "
+                                   f"{listed}); unset {DATA_DIR_ENV} to use the Hub", path)
+            raise UsageError(f"task {spec.name}: the local mirror has no {path}, and its MANIFEST.json does not "
+                             f"list that split as missing, so the mirror is incomplete; restore the file (or list "
+                             f"it under not_included in MANIFEST.json), or unset {DATA_DIR_ENV} to use the Hub")
         expected = _manifest_entry(ds.repo_id, ds.config, split).get("sha256")
         if expected and _file_sha256(path) != expected:
             raise UsageError(f"task {spec.name}: {path} does not match the sha256 its MANIFEST.json lists "
@@ -130,10 +116,12 @@ def _load_split(spec: TaskSpec, split: str) -> tuple[datasets.Dataset, str]:
     try:
         return datasets.load_dataset(ds.repo_id, ds.config, split=split), "hub"
     except Exception as exc:  # the Hub raises many types: connection, auth, missing config
-        raise MissingSplit(
+        # Never a fallback: a network error must stop the run, not change the experiment.
+        raise UsageError(
             f"task {spec.name}: could not load {ds.repo_id}/{ds.config} split {split!r} from the Hugging Face Hub "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); for offline use set {DATA_DIR_ENV} to a "
-            f"local mirror laid out as <dir>/<repo_id>/<config>/<split>.parquet (e.g. ../shared/data/hub)"
+            f"({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}); check the network, or for "
+            f"offline use set {DATA_DIR_ENV} to a local mirror laid out as <dir>/<repo_id>/<config>/<split>.parquet "
+            f"(e.g. ../shared/data/hub)"
         ) from None
 
 
@@ -195,15 +183,22 @@ def _file_sha256(path: Path) -> str:
 
 
 def _manifest() -> dict[str, Any]:
+    """The mirror's MANIFEST.json ({} when the mirror has none); an unreadable one is an error, since it
+    holds the checksums and the list of splits known to be missing."""
     root = data_dir()
     if root is None:
         return {}
     for candidate in (root / "MANIFEST.json", root.parent / "MANIFEST.json"):
         if candidate.is_file():
             try:
-                return json.loads(candidate.read_text())
-            except json.JSONDecodeError:
-                return {}
+                manifest = json.loads(candidate.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise UsageError(f"{candidate} is unreadable ({type(exc).__name__}: {exc}); its checksums and "
+                                 f"list of missing splits are needed: restore it from the mirror") from None
+            if not isinstance(manifest, dict) or not isinstance(manifest.get("files", []), list):
+                raise UsageError(f"{candidate} is not a mirror manifest (expected an object with a 'files' "
+                                 f"list); restore it from the mirror")
+            return manifest
     return {}
 
 

@@ -1,8 +1,10 @@
 """A run: for each task, fine-tune (or reuse) the baseline, then score every compressor on it.
 
-One cell = (model, task, compressor config). Each cell's record is written atomically
-when the cell ends; a cell whose record already exists with the same config hash is
-skipped (``force`` redoes it), so an interrupted run resumes where it stopped. A
+One cell = (model, task, compressor config) on this machine, named by its cell key
+(:mod:`benchsuite.cellkey`: weights, spec, data selection, seed, epochs, compressor and its
+package, machine). Each cell's record is written atomically when the cell ends; a cell whose
+key already has a record is skipped (``force`` redoes it), so an interrupted run resumes where
+it stopped, and any change to what decides a result computes a new cell. A
 compressor that raises (or runs out of memory, or past ``cell_timeout``) yields a failed
 record with its traceback, and the run goes on. A cell is computed under a lock
 (``benchsuite.isolation``): a second run on the same results directory skips the cells the
@@ -21,19 +23,28 @@ from pathlib import Path
 import torch
 
 from benchsuite import cache
+from benchsuite.cellkey import CellKey, DataKey, MachineKey
 from benchsuite.compressors.base import CompressionContext, Compressor
-from benchsuite.compressors.registry import build_compressor
+from benchsuite.compressors.registry import build_compressor, registered
 from benchsuite.data import TaskData, load_task_data
 from benchsuite.distillation.teacher import TeacherOutputs, teacher_outputs
 from benchsuite.engine import model_inputs
 from benchsuite.isolation import cell_lock, time_limit
+from benchsuite.machine import cpu_model, cpu_vector_flags
 from benchsuite.measure.cell import measure_cell
 from benchsuite.measure.footprint import footprint
 from benchsuite.models import ModelRef, load_model, load_tokenizer, resolve_model
 from benchsuite.presets import Budget, Preset
 from benchsuite.records import (
     SCHEMA_VERSION,
+    BaselineInfo,
+    CompressorInfo,
+    DataInfo,
+    ErrorInfo,
+    Measurements,
+    ModelInfo,
     Record,
+    TaskInfo,
     predictions_path,
     provenance,
     read_record,
@@ -48,7 +59,6 @@ from benchsuite.train import fine_tune
 log = logging.getLogger("benchsuite")
 
 TRAIN_CODE_VERSION = 1  # bump when the training loop changes what weights it produces
-CALIBRATION_EXAMPLES = 256
 
 
 @dataclass(frozen=True)
@@ -88,17 +98,18 @@ def run(opts: RunOptions) -> RunSummary:
 def _run_task(spec: TaskSpec, compressors: list[Compressor], ref: ModelRef, opts: RunOptions,
               summary: RunSummary) -> None:
     budget = opts.preset.budget(spec.name)
-    cells = {c: record_path(opts.results_dir, opts.preset.name, spec.name, ref.slug, c.name,
-                            c.config.config_hash()) for c in compressors}
+    data = load_task_data(spec, max_train=budget.max_train, max_eval=budget.max_eval, seed=opts.seed)
+    train_cfg = _train_config(spec, budget)
+    keys = {c: cell_key(spec, ref, data, train_cfg, c, opts) for c in compressors}
+    cells = {c: record_path(opts.results_dir, key, ref.slug) for c, key in keys.items()}
     todo = [c for c, path in cells.items() if opts.force or not _done(path)]
     summary.skipped += [cells[c] for c in compressors if c not in todo]
     if not todo:
-        log.info("%s: every cell already has a record; --force redoes them", spec.name)
+        log.info("%s: every cell already has a record on this machine; --force redoes them", spec.name)
         return
     tokenizer = load_tokenizer(ref, max_length=spec.max_length)
     kind = task_kind(spec, tokenizer)
-    data = load_task_data(spec, max_train=budget.max_train, max_eval=budget.max_eval, seed=opts.seed)
-    baseline = _fine_tuned_baseline(spec, kind, ref, data, budget, opts)
+    baseline = _fine_tuned_baseline(spec, kind, ref, data, train_cfg, opts)
     for compressor in todo:
         path = cells[compressor]
         with cell_lock(path) as held:
@@ -109,20 +120,48 @@ def _run_task(spec: TaskSpec, compressors: list[Compressor], ref: ModelRef, opts
             elif not opts.force and _done(path):  # another run finished it while this one worked
                 summary.skipped.append(path)
             else:
-                _run_cell(path, compressor, spec, kind, data, ref, baseline, opts, summary)
+                _run_cell(path, keys[compressor], compressor, spec, kind, data, ref, baseline, opts, summary)
 
 
-def _run_cell(path: Path, compressor: Compressor, spec: TaskSpec, kind: TaskKind, data: TaskData, ref: ModelRef,
-              baseline: dict, opts: RunOptions, summary: RunSummary) -> None:
+def cell_key(spec: TaskSpec, ref: ModelRef, data: TaskData, train_cfg: TrainConfig, compressor: Compressor,
+             opts: RunOptions) -> CellKey:
+    """Everything that decides this cell's result, on this machine (see :mod:`benchsuite.cellkey`)."""
+    return CellKey(
+        preset=opts.preset.name, task=spec.name, task_spec_digest=spec.digest(), task_version=spec.version,
+        model=ref.name, model_weights_sha256=ref.weights_sha256,
+        train_data=DataKey(split=data.train_info.split, fingerprint=data.train_info.fingerprint,
+                           selection_sha256=data.train_info.selection_sha256, rows_used=data.train_info.rows_used),
+        eval_data=DataKey(split=data.eval_info.split, fingerprint=data.eval_info.fingerprint,
+                          selection_sha256=data.eval_info.selection_sha256, rows_used=data.eval_info.rows_used),
+        epochs=float(train_cfg.epochs), seed=opts.seed, compressor=compressor.name,
+        config_hash=compressor.config.config_hash(), provider=provider(compressor),
+        machine=MachineKey(cpu=cpu_model(), cpu_vector_flags=tuple(cpu_vector_flags()),
+                           torch_threads=torch.get_num_threads()),
+    )
+
+
+def provider(compressor: Compressor) -> str:
+    """The package (and version) that registers this compressor, as the registry names it."""
+    entry = registered().get(compressor.name)
+    return entry.origin if entry is not None else f"{type(compressor).__module__} (not registered)"
+
+
+def _run_cell(path: Path, key: CellKey, compressor: Compressor, spec: TaskSpec, kind: TaskKind, data: TaskData,
+              ref: ModelRef, baseline: dict, opts: RunOptions, summary: RunSummary) -> None:
     """Score one cell and write its record, ok or failed (error, traceback), atomically."""
+    described = compressor.describe()
+    info = CompressorInfo(name=described["name"], config=described["config"], config_hash=described["config_hash"],
+                          changed=described["changed"], provider=key.provider, compute=compressor.compute,
+                          save_format=compressor.save_format)
     record = Record(
-        schema_version=SCHEMA_VERSION, status="ok", preset=opts.preset.name,
-        task={"name": spec.name, "kind": spec.kind, "version": spec.version, "spec_digest": spec.digest(),
-              "primary_metric": spec.primary_metric, "source": Path(spec.source).name},
-        model={"name": ref.name, "origin": ref.origin, "weights_sha256": ref.weights_sha256},
-        compressor=compressor.describe(),
-        data={"train": asdict(data.train_info), "eval": asdict(data.eval_info)},
-        baseline={k: v for k, v in baseline.items() if k != "path"},
+        schema_version=SCHEMA_VERSION, status="ok", preset=opts.preset.name, key=key.digest(), cell=key,
+        task=TaskInfo(name=spec.name, kind=spec.kind, version=spec.version, spec_digest=spec.digest(),
+                      primary_metric=spec.primary_metric, source=Path(spec.source).name),
+        model=ModelInfo(name=ref.name, origin=ref.origin, weights_sha256=ref.weights_sha256),
+        compressor=info,
+        data=DataInfo(train=data.train_info, eval=data.eval_info),
+        baseline=BaselineInfo(**{k: v for k, v in baseline.items() if k != "path"}),
+        provenance=provenance(opts.seed),
     )
     notes = [n for n in (data.train_info.note, data.eval_info.note) if n]
     try:
@@ -136,7 +175,7 @@ def _run_cell(path: Path, compressor: Compressor, spec: TaskSpec, kind: TaskKind
         log.error("%s / %s failed: %s: %s", spec.name, compressor.name, type(exc).__name__, exc)
         record.status = "failed"
         record.notes = notes
-        record.error = {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}
+        record.error = ErrorInfo(type=type(exc).__name__, message=str(exc), traceback=traceback.format_exc())
         record.provenance = provenance(opts.seed)
         summary.failed.append(path)
     write_json_atomic(path, record.to_json())
@@ -159,8 +198,8 @@ def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: Ta
             train_features = kind.train_features(data.train)
         return train_features
 
-    def calibration() -> list[dict]:
-        return [model_inputs(f) for f in train_data()[:CALIBRATION_EXAMPLES]]
+    def calibration() -> list[dict]:  # every training feature, unlabelled: a compressor takes what it asks for
+        return [model_inputs(f) for f in train_data()]
 
     def outputs() -> TeacherOutputs:
         return teacher_outputs(lambda: load_model(kind.auto_class, teacher_path), train_data(), names=kind.outputs,
@@ -177,10 +216,11 @@ def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: Ta
     start = time.perf_counter()
     compressed = compressor.compress(model, context=context)
     compress_seconds = time.perf_counter() - start
-    if getattr(compressor, "recovery", None):  # what recovery fine-tuning (or distillation) did
-        record.compressor["recovery"] = compressor.recovery
-    if getattr(compressor, "layout", None):  # structural choices made from data, e.g. which layers were split
-        record.compressor["layout"] = compressor.layout
+    record.compressor = replace(record.compressor,
+                                # what recovery fine-tuning (or distillation) did
+                                recovery=getattr(compressor, "recovery", None) or None,
+                                # structural choices made from data, e.g. which layers were split
+                                layout=getattr(compressor, "layout", None) or None)
     evaluation = kind.evaluate(compressed, data.eval, batch_size=opts.eval_batch_size)
     predictions = predictions_path(path)
     write_predictions(predictions, evaluation.predictions)
@@ -188,7 +228,7 @@ def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: Ta
     record.scores = {k: (None if math.isnan(v) else v) for k, v in evaluation.scores.items()}
     record.primary_score = record.scores[spec.primary_metric]
     undefined = sorted(k for k, v in record.scores.items() if v is None)
-    record.measurements = {
+    record.measurements = Measurements(**{
         **measure_cell(compressor=compressor, model=compressed, before=before,
                        load_baseline=lambda: load_model(kind.auto_class, teacher_path),
                        inputs=evaluation.inputs, pad_token_id=kind.tokenizer.pad_token_id,
@@ -198,7 +238,7 @@ def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: Ta
                        "seconds": round(evaluation.forward.seconds, 3),
                        "method": "one pass, batches sorted by length, dynamic padding, torch.inference_mode; "
                                  "wall time of the forward loop only (not a latency benchmark)"},
-    }
+    })
     record.predictions_file = predictions.name
     record.notes = list(evaluation.notes)
     if undefined:
@@ -206,10 +246,14 @@ def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: Ta
     record.provenance = provenance(opts.seed)
 
 
-def _fine_tuned_baseline(spec: TaskSpec, kind: TaskKind, ref: ModelRef, data: TaskData, budget: Budget,
+def _train_config(spec: TaskSpec, budget: Budget) -> TrainConfig:
+    """The spec's fine-tuning hyper-parameters with the preset's epochs applied."""
+    return replace(spec.train, epochs=budget.epochs) if budget.epochs is not None else spec.train
+
+
+def _fine_tuned_baseline(spec: TaskSpec, kind: TaskKind, ref: ModelRef, data: TaskData, train_cfg: TrainConfig,
                          opts: RunOptions) -> dict:
     """The task's fine-tuned model from the cache, training it first on a miss."""
-    train_cfg = replace(spec.train, epochs=budget.epochs) if budget.epochs is not None else spec.train
     spec_json = spec.to_json()
     inputs = {
         "train_code_version": TRAIN_CODE_VERSION,
@@ -245,6 +289,6 @@ def _done(path: Path) -> bool:
     if not path.is_file():
         return False
     try:
-        return read_record(path).get("status") == "ok"
+        return read_record(path).status == "ok"
     except ValueError:
         return False

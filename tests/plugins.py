@@ -1,8 +1,11 @@
 """Compressors used by the tests, registered through the real entry-point machinery."""
 
+import copy
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from benchsuite.compressors.base import Compressor, CompressorConfig
@@ -74,9 +77,87 @@ class Sleepy(Compressor):
         return model
 
 
+# Deliberately broken compressors: each breaks one conformance check (tests/conformance_checks.py) and no
+# other, and tests/test_conformance_teeth.py shows that check failing on it. They are registered only by the
+# ``plugins`` fixture, for one test, so the conformance parametrization (read at collection) never lists them.
+
+
+def _zero_half(model: torch.nn.Module) -> torch.nn.Module:
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                w = module.weight
+                w[w.abs() < w.abs().median()] = 0
+    return model
+
+
+class StaleSave(Compressor):
+    """Breaks the reload check (exact, fp32): prunes the model it returns, but saves the model it was given."""
+
+    name = "stale_save"
+    config_class = ScaleConfig
+
+    def compress(self, model, *, context):
+        self._original = copy.deepcopy(model)
+        return _zero_half(model)
+
+    def save(self, model, folder: Path) -> None:
+        self._original.save_pretrained(folder, safe_serialization=True)
+
+
+class HalfSavesFloat(Compressor):
+    """Breaks the reload check within the quantised tolerance: runs in fp16, but saves the fp32 model it came
+    from, so the reloaded model lacks exactly the fp16 rounding (the smallest wrong model measured: 9e-4 of
+    the output scale on the tiny model's QA head, 5e-3 on its classifier)."""
+
+    name = "half_saves_float"
+    config_class = ScaleConfig
+    compute = "fp16"
+
+    def compress(self, model, *, context):
+        self._source = copy.deepcopy(model)
+        return model.half()
+
+    def save(self, model, folder: Path) -> None:
+        self._source.save_pretrained(folder, safe_serialization=True)
+
+
+class DoubleSave(Compressor):
+    """Breaks the not-larger-on-disk check: saves its (unchanged) model twice, safetensors plus a stray
+    ``pytorch_model.bin``, so its saved weight files are twice the baseline's; loading reads the safetensors."""
+
+    name = "double_save"
+    config_class = ScaleConfig
+
+    def compress(self, model, *, context):
+        return model
+
+    def save(self, model, folder: Path) -> None:
+        super().save(model, folder)
+        torch.save(model.state_dict(), Path(folder) / "pytorch_model.bin")
+
+
+class Unseeded(Compressor):
+    """Breaks the determinism check: jitters the Linear biases from a generator seeded by the OS, not by
+    ``context.seed`` (numpy's, which the runner's ``torch.manual_seed`` does not reach)."""
+
+    name = "unseeded"
+    config_class = ScaleConfig
+
+    def compress(self, model, *, context):
+        rng = np.random.default_rng()
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, torch.nn.Linear) and module.bias is not None:
+                    module.bias += torch.from_numpy(rng.normal(0, 1e-2, module.bias.shape).astype(np.float32))
+        return model
+
+
 # name -> entry-point value, registered by the ``plugins`` fixture and by ``tests.plugin_cli``
 PLUGINS = {"raising": "tests.plugins:Raising", "zero_half": "tests.plugins:ZeroHalf",
-           "greedy": "tests.plugins:Greedy", "sleepy": "tests.plugins:Sleepy"}
+           "greedy": "tests.plugins:Greedy", "sleepy": "tests.plugins:Sleepy",
+           "stale_save": "tests.plugins:StaleSave", "half_saves_float": "tests.plugins:HalfSavesFloat",
+           "double_save": "tests.plugins:DoubleSave", "unseeded": "tests.plugins:Unseeded"}
 
 
 def register(registry_module) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import socket
 from pathlib import Path
@@ -156,6 +157,11 @@ def test_squad_fallback_splits_validation_by_title(tmp_path: Path, monkeypatch: 
     (folder / "validation.parquet").symlink_to(real)
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")  # no arrow copy left behind
+    # Not listed as missing: an incomplete mirror, which stops the run instead of changing the experiment.
+    with pytest.raises(UsageError, match="does not list that split as missing, so the mirror is incomplete"):
+        load_task_data(load_task("squad"), max_train=None, max_eval=None, seed=0)
+    (tmp_path / "MANIFEST.json").write_text(json.dumps({"files": [], "not_included": [
+        {"what": "rajpurkar/squad plain_text train (87,599)", "why": "left out of this test mirror"}]}))
     data = load_task_data(load_task("squad"), max_train=None, max_eval=None, seed=0)
     train_titles, eval_titles = set(data.train["title"][:]), set(data.eval["title"][:])
     assert train_titles and eval_titles
@@ -167,6 +173,7 @@ def test_squad_fallback_splits_validation_by_title(tmp_path: Path, monkeypatch: 
     assert 3171 <= len(data.train) < 3171 + biggest
     note = data.train_info.note
     assert note.startswith("FALLBACK: ") and str(folder / "train.parquet") in note
+    assert "listed missing in the mirror's MANIFEST.json" in note
     assert "30% of validation held apart, grouped by 'title' so no group is in both" in note
     assert data.train_info.split == "validation"
     assert data.train_info.fingerprint == _sha256(real)
@@ -202,6 +209,34 @@ def test_offline_without_a_mirror_names_the_repo_and_the_variable(
         assert repo in message
         assert DATA_DIR_ENV in message
         assert "Hugging Face Hub" in message
+
+
+def test_a_hub_error_stops_the_run_instead_of_falling_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQuAD's spec allows a fallback for a missing train split; a network error is not a missing split."""
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    validation = datasets.Dataset.from_parquet(str(MIRROR / "rajpurkar/squad/plain_text/validation.parquet"))
+
+    def load_dataset(repo_id: str, config: str, split: str) -> datasets.Dataset:
+        if split == "validation":
+            return validation
+        raise ConnectionError("Couldn't reach 'rajpurkar/squad' on the Hub (ReadTimeout)")
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    with pytest.raises(UsageError, match="could not load rajpurkar/squad/plain_text split 'train'.*ConnectionError"):
+        load_task_data(load_task("squad"), max_train=5, max_eval=5, seed=0)
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"files": 3}'])
+def test_an_unreadable_manifest_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str) -> None:
+    hub = tmp_path / "hub"
+    folder = hub / "nyu-mll" / "glue" / "rte"
+    folder.mkdir(parents=True)
+    for split in ("train", "validation"):
+        (folder / f"{split}.parquet").symlink_to(MIRROR / "nyu-mll/glue/rte" / f"{split}.parquet")
+    (tmp_path / "MANIFEST.json").write_text(content)
+    monkeypatch.setenv(DATA_DIR_ENV, str(hub))
+    with pytest.raises(UsageError, match="MANIFEST.json (is unreadable|is not a mirror manifest)"):
+        load_task_data(load_task("rte"), max_train=5, max_eval=5, seed=0)
 
 
 @pytest.mark.parametrize("kind", ["file", "absent"])

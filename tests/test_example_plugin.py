@@ -56,5 +56,7 @@ def test_runs_and_is_reported(tiny_model, data_env, shared_cache, tmp_path):
     assert footprint["params_nonzero"] < before["params_nonzero"]
 
     report = write_reports(results, tmp_path / "reports")[0].read_text()
-    row = f"| zero_small `{record['compressor']['config_hash'][:8]}`"
+    assert record["compressor"]["provider"] == "benchsuite-zero-small 0.1.0"
+    assert record["cell"]["provider"] == "benchsuite-zero-small 0.1.0"  # a newer plugin version: a new cell
+    row = f"| zero_small `{record['key'][:8]}`"
     assert any(row in line for line in report.splitlines()), report

@@ -4,6 +4,10 @@ The models are built with a large initializer range (0.2) and every parameter nu
 attention is then sharp enough that ignoring the padding mask changes the outputs clearly, and
 no two weight tensors are equal (the exporter would store equal ones once). Torch runs on one
 thread (``conftest.py``), and so do the ONNX Runtime sessions, which take torch's thread count.
+
+The weight range follows the CPU (8 bits with VNNI, 7 bits without: see the module's docstring), so
+the accuracy tests check whichever the machine running them gets, against the same bounds; the tests
+of the choice itself set the CPU's flags (``benchsuite.machine.cpu_vector_flags``) both ways.
 """
 
 import json
@@ -16,8 +20,12 @@ import torch
 from transformers import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
 
 pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
+onnx = pytest.importorskip("onnx")
 
+from onnx import numpy_helper  # noqa: E402
+
+from benchsuite import machine  # noqa: E402
+from benchsuite.compressors import ort_int8  # noqa: E402
 from benchsuite.compressors.base import CompressionContext  # noqa: E402
 from benchsuite.compressors.onnx_export import export_onnx  # noqa: E402
 from benchsuite.compressors.ort_int8 import MODEL_FILE, OrtInt8, OrtInt8Config, OrtInt8Model  # noqa: E402
@@ -48,6 +56,20 @@ def models(tiny_dir) -> dict[str, torch.nn.Module]:
                 param.add_(torch.randn(param.shape, generator=generator) * 0.02)
         built[kind] = model
     return built
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _small_calibration_set():
+    """Static mode calibrates on 256 training inputs in real runs; 24 keep these tests fast."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ort_int8, "CALIBRATION_EXAMPLES", 24)
+        yield
+
+
+def test_static_mode_refuses_fewer_calibration_inputs_than_it_takes(models):
+    with pytest.raises(ValueError, match="calibrates on 24 training examples, but .* gives only 23"):
+        OrtInt8(OrtInt8Config(mode="static")).compress(models["classification"], context=context(
+            calibration_features(23)))
 
 
 def calibration_features(count: int = 24) -> list[dict]:
@@ -111,14 +133,27 @@ def test_fp32_export_matches_torch_at_other_shapes(kind, models, tmp_path):
         torch.testing.assert_close(got[name], expected[name], atol=1e-4, rtol=1e-4)
 
 
-# Bounds on |int8 - fp32| as fractions of the fp32 outputs' largest / mean magnitude. Measured here:
-# dynamic <= 0.05 / 0.06, static <= 0.19 / 0.09 (static ranges are fixed by 24 calibration features).
+# Bounds on |int8 - fp32| as fractions of the fp32 outputs' largest / mean magnitude (static ranges are
+# fixed by 24 calibration features, hence its looser bounds). Measured, largest over kinds / outputs:
+# * AVX-512 VNNI CPU (8-bit weights): dynamic 0.05 / 0.06, static 0.19 / 0.09.
+# * AVX2 CPU without VNNI, 7-bit weights (what ort_int8 chooses there): dynamic 0.063 / 0.072, static
+#   (minmax) 0.20 / 0.085; entropy 0.27 / 0.10 and percentile 0.21 / 0.094 (classification only).
+# * The same AVX2 CPU with 8-bit weights (the u8s8 kernels saturate; what these bounds must catch):
+#   dynamic 0.29 / 0.36, static 0.36 / 0.41, argmax agreement down to 62%.
+SATURATION_FREE_CODE = 64  # 7-bit weight codes: 2 * 255 * 64 fits the int16 pair sums of the kernels without VNNI
 TOLERANCE = {"dynamic": (0.1, 0.1), "static": (0.3, 0.15)}
+VNNI_FLAGS = ["avx", "avx2", "avx512_vnni", "avx512bw", "avx512f", "fma"]
+NO_VNNI_FLAGS = ["avx", "avx2", "fma"]
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_quantized_outputs_are_close_to_fp32(kind, mode, models, compressed):
+    """|int8 - fp32| < TOLERANCE[mode] (0.1 / 0.1 dynamic, 0.3 / 0.15 static) of the largest / mean |fp32|.
+
+    Measured max error (fraction of the largest |fp32| output): 0.05 dynamic, 0.19 static on an AVX-512
+    VNNI CPU; 0.063 dynamic, 0.20 static on an AVX2 CPU (7-bit weights), where 8-bit weights gave 0.29 / 0.36.
+    """
     names = KINDS[kind][2]
     inputs = batch(8, 24, seed=4)
     expected, got = run(models[kind], inputs, names), run(compressed[kind, mode], inputs, names)
@@ -157,9 +192,11 @@ def test_save_then_load_gives_identical_outputs(mode, compressed, tmp_path):
     meta = json.loads((tmp_path / "ort_int8.json").read_text())
     assert meta["output_names"] == ["start_logits", "end_logits"]
     assert meta["config"] == compressor.config.to_json() and meta["onnxruntime_version"]
+    assert meta["layout"] == model.layout == ort_int8.weight_range(machine.cpu_vector_flags())
     disk = saved_size(tmp_path, format=compressor.save_format)
     assert disk.size_bytes == (tmp_path / MODEL_FILE).stat().st_size
     loaded = OrtInt8.load(tmp_path)
+    assert loaded.layout == model.layout
     inputs = batch(4, 16, seed=6, pad_last_after=5)
     before, after = run(model, inputs, KINDS["extractive_qa"][2]), run(loaded, inputs, KINDS["extractive_qa"][2])
     assert all(torch.equal(before[name], after[name]) for name in before)
@@ -178,6 +215,8 @@ def test_compressed_weights_count_each_weight_once(mode, models, compressed):
 
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
 def test_other_calibration_methods_quantize(method, models):
+    """Static bounds (0.3 / 0.15). Measured max error on an AVX2 CPU (7-bit weights): entropy 0.27, percentile
+    0.21 of the largest |fp32| logit (0.33 each with 8-bit weights there)."""
     model = models["classification"]
     # Histogram methods calibrate on features padded to one length (their collector needs one shape).
     quantized = OrtInt8(OrtInt8Config(mode="static", calibration_method=method)).compress(model, context=context())
@@ -199,7 +238,7 @@ def test_compress_is_deterministic(mode, models, tmp_path):
 
 
 def test_static_mode_without_calibration_data_fails(models):
-    with pytest.raises(ValueError, match="calibration data"):
+    with pytest.raises(ValueError, match="calibrates on 24 training examples, but .* gives only 0"):
         OrtInt8(OrtInt8Config(mode="static")).compress(models["classification"], context=context([]))
 
 
@@ -219,3 +258,53 @@ def test_without_onnxruntime_the_module_imports_and_constructing_fails_with_the_
               "try:\n    OrtInt8()\nexcept UsageError as exc:\n    print(exc)\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == 'the ort_int8 compressor needs the onnx extra: pip install -e ".[onnx]"'
+
+
+def weight_codes(model: OrtInt8Model) -> list:
+    """The int8 weight codes of each quantized matrix product that runs on the u8s8 kernels."""
+    graph = onnx.load(str(model.onnx_path)).graph
+    initializers = {init.name: init for init in graph.initializer}
+    return [numpy_helper.to_array(initializers[node.input[slot]]) for node in graph.node
+            if (slot := ort_int8.WEIGHT_SLOTS.get(node.op_type)) is not None and node.input[slot] in initializers
+            and initializers[node.input[slot]].data_type == onnx.TensorProto.INT8]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("flags", "reduce_range"), [(VNNI_FLAGS, False), (NO_VNNI_FLAGS, True), ([], True)])
+def test_weight_range_is_chosen_from_the_cpu_flags(mode, flags, reduce_range, models, monkeypatch):
+    # Which CPU runs this does not matter: the flags are set, and only the graph is read, never run.
+    monkeypatch.setattr(machine, "cpu_vector_flags", lambda: list(flags))
+    compressor = OrtInt8(OrtInt8Config(mode=mode))
+    model = compressor.compress(models["classification"], context=context())
+    assert compressor.layout == model.layout
+    assert compressor.layout["reduce_range"] is reduce_range
+    assert ("no VNNI" in compressor.layout["why"]) is reduce_range
+    codes = weight_codes(model)
+    assert len(codes) >= 6  # the encoder's matrix products at least: the check below is not vacuous
+    largest = max(int(abs(c.astype("int16")).max()) for c in codes)
+    if reduce_range:
+        assert largest <= SATURATION_FREE_CODE
+        assert ort_int8.saturating_weights(onnx.load(str(model.onnx_path)).graph) == []
+    else:  # per-channel weights reach the full int8 range, as before this choice existed
+        assert largest == 127
+
+
+def test_compress_refuses_8_bit_weights_without_vnni(models, monkeypatch):
+    # A quantizer that ignored reduce_range would leave 8-bit weights, which saturate without VNNI: refuse, not score.
+    monkeypatch.setattr(machine, "cpu_vector_flags", lambda: list(NO_VNNI_FLAGS))
+    real_quantize = ort_int8.quantize
+    monkeypatch.setattr(ort_int8, "quantize", lambda *args, **kwargs: real_quantize(*args, **{**kwargs,
+                                                                                              "reduce_range": False}))
+    with pytest.raises(ValueError, match=r"8-bit int8 weights in \d+ matrix products .* no VNNI .*saturate.*"
+                                         r"reduce_range=True.*avx512_vnni or avx_vnni"):
+        OrtInt8(OrtInt8Config(mode="dynamic")).compress(models["classification"], context=context())
+
+
+def test_a_model_saved_with_8_bit_weights_loads_only_on_a_cpu_with_vnni(models, monkeypatch, tmp_path):
+    monkeypatch.setattr(machine, "cpu_vector_flags", lambda: list(VNNI_FLAGS))
+    compressor = OrtInt8(OrtInt8Config(mode="dynamic"))
+    compressor.save(compressor.compress(models["classification"], context=context()), tmp_path)
+    assert OrtInt8.load(tmp_path).layout["reduce_range"] is False
+    monkeypatch.setattr(machine, "cpu_vector_flags", lambda: list(NO_VNNI_FLAGS))
+    with pytest.raises(ValueError, match="no VNNI"):
+        OrtInt8.load(tmp_path)

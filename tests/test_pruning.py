@@ -188,7 +188,7 @@ def test_structured_pruning_recovers_shrinks_and_round_trips(tmp_path):
     model = bert()
     make_useless(model, layer=0, heads=[1, 2, 3])  # so that layers end with different head counts
     params = sum(p.numel() for p in model.parameters())
-    compressor = HeadPrune(HeadsConfig(heads=3 / 8, ffn=0.25, alpha=0.0))
+    compressor = HeadPrune(HeadsConfig(heads=3 / 8, ffn=0.25, alpha=0.0, importance_examples=32))
     model = compressor.compress(model, context=context(HeadPrune))
     layout = compressor.layout
     assert layout["heads_kept"] == [[0], [0, 1, 2, 3]] and layout["heads_removed"] == 3
@@ -203,8 +203,13 @@ def test_structured_pruning_recovers_shrinks_and_round_trips(tmp_path):
     assert loaded.bert.encoder.layer[0].attention.self.num_attention_heads == 1
 
 
+def test_importance_is_scored_on_exactly_the_examples_asked_for():
+    with pytest.raises(ValueError, match="importance_examples=33 asks for 33 labelled training features, but .* 32"):
+        FfnPrune(FfnConfig(epochs=0, importance_examples=33)).compress(bert(), context=context(FfnPrune))
+
+
 def test_ffn_defaults_prune_half_the_neurons_and_no_heads():
-    compressor = FfnPrune(FfnConfig(epochs=0))
+    compressor = FfnPrune(FfnConfig(epochs=0, importance_examples=32))
     model = compressor.compress(bert(), context=context(FfnPrune))
     assert compressor.layout["ffn_removed"] == 64 and compressor.layout["heads_removed"] == 0
     assert all(layer.attention.self.num_attention_heads == 4 for layer in model.bert.encoder.layer)

@@ -133,7 +133,7 @@ class _Tokenizer:
     pad_token_id = 0
 
 
-def _context(compressor, n=64, seed=0):
+def _context(compressor, n=256, seed=0):  # 256: what the int8 configs ask for by default
     generator = torch.Generator().manual_seed(seed)
     examples = [{"input_ids": torch.randint(5, 90, (int(torch.randint(4, 20, (1,), generator=generator)),),
                                             generator=generator).tolist()} for _ in range(n)]
@@ -249,8 +249,15 @@ def test_static_int8_without_calibration_examples_says_so(classifier):
     compressor = StaticInt8()
     context = CompressionContext(needs=compressor.NEEDS, task=None, tokenizer=_Tokenizer(), seed=0,
                                  providers={"calibration_data": []})
-    with pytest.raises(ValueError, match="calibration examples"):
+    with pytest.raises(ValueError, match="calibration_examples=256 asks for 256 calibration inputs, but .* only 0"):
         compressor.compress(copy.deepcopy(classifier), context=context)
+
+
+def test_int8_calibrates_on_exactly_the_examples_it_asks_for(classifier):
+    """Never silently fewer than the config (and so the record) says: 255 of 256 is refused."""
+    compressor = StaticInt8()
+    with pytest.raises(ValueError, match="set calibration_examples=255 or less"):
+        compressor.compress(copy.deepcopy(classifier), context=_context(compressor, n=255))
 
 
 def test_full_range_activations_need_vnni():

@@ -24,8 +24,9 @@ def test_run_writes_records_resumes_and_reports(tiny_model, data_env, tmp_path, 
     results, cache = tmp_path / "results", tmp_path / "cache"
     assert run(tiny_model, results, cache) == 0
     found = records(results)
-    assert sorted(found) == [f"smoke/{t}/bert/baseline-cf3511a20247.json" for t in sorted(TASKS)]
+    assert [name.rsplit("-", 1)[0] for name in sorted(found)] == [f"smoke/{t}/bert/baseline" for t in sorted(TASKS)]
     for name, record in found.items():
+        assert name.endswith(f"-{record['key']}.json") and record["schema_version"] == 2
         assert record["status"] == "ok"
         assert record["primary_score"] == record["scores"][record["task"]["primary_metric"]]
         assert record["provenance"]["machine"]["torch_threads"] >= 1

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from benchsuite.errors import UsageError
+from benchsuite.metrics.seqeval import ENTITY_MODE_NOTE
 from benchsuite.models import load_tokenizer, resolve_model
 from benchsuite.tasks import load_task, task_kind
 from benchsuite.tasks.tagging import TokenClassification
@@ -103,7 +104,7 @@ def test_first_sub_word_predictions_give_f1_100(tokenizer, conll) -> None:
     assert result.scores["f1"] == 100.0
     assert result.scores["precision"] == 100.0 and result.scores["recall"] == 100.0
     assert result.scores["accuracy"] == 100.0
-    assert result.notes == ()
+    assert result.notes == (ENTITY_MODE_NOTE,)
     assert result.predictions[0] == {"row": 0, "reference": ["B-PER", "I-PER", "O", "B-LOC", "O"],
                                      "prediction": ["B-PER", "I-PER", "O", "B-LOC", "O"]}
     assert result.forward.examples == 2 and result.forward.batches == 2
@@ -148,7 +149,7 @@ def test_words_beyond_max_length_are_predicted_o_and_counted(tokenizer, conll) -
     model = _tagger(tokenizer, spec, rows, lambda i, word, first: gold[i][word] if first else I_MISC)
     result = task_kind(spec, tokenizer).evaluate(model, rows, batch_size=4)
     # sentence 1 keeps 2 of 5 words, sentence 2 keeps 4 of 6: 3 + 2 = 5 words cut off
-    assert result.notes == ("5 words beyond max_length 8 were predicted 'O'",)
+    assert result.notes == (ENTITY_MODE_NOTE, "5 words beyond max_length 8 were predicted 'O'")
     assert result.predictions[0]["prediction"] == ["B-PER", "I-PER", "O", "O", "O"]
     assert result.predictions[1]["prediction"] == ["B-PER", "O", "O", "B-ORG", "O", "O"]
     assert len(result.predictions[1]["prediction"]) == len(result.predictions[1]["reference"]) == 6

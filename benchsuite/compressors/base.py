@@ -48,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import types
 import typing
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, fields
@@ -78,14 +79,17 @@ class CompressorConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> CompressorConfig:
-        """Build from JSON-like values, converting each to its field's type (``1`` -> ``1.0`` for a float),
-        so that equal configs hash equally however they were written."""
+        """Build from JSON-like values, each parsed to its field's type or refused with an :class:`OptionError`
+        naming the option, the value and what is allowed: a bool field takes only true/false, an int field an
+        integer (4.0 reads as 4, 4.5 is refused), a float field a finite number (1 reads as 1.0, so that equal
+        configs hash equally however they were written), a str field only a string, ``X | None`` null or X,
+        ``tuple[X, ...]`` a list of X. Fields of other types take the value as it is."""
         hints = typing.get_type_hints(cls)
         known = {f.name for f in fields(cls)}
         unknown = set(params) - known
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**{k: _coerce(k, v, hints.get(k)) for k, v in params.items()})
+        return cls(**{k: _coerce(k, v, hints.get(k, Any), cls.__name__) for k, v in params.items()})
 
     def config_hash(self) -> str:
         """12 hex digits of sha256 over the canonical JSON: stable across runs and machines."""
@@ -93,21 +97,122 @@ class CompressorConfig:
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def _coerce(name: str, value: Any, hint: Any) -> Any:
-    if value is None:
-        return value
-    optional = [a for a in typing.get_args(hint) if a is not type(None)]
-    if len(optional) == 1 and type(None) in typing.get_args(hint):  # ``float | None``: coerce as ``float``
-        hint = optional[0]
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is tuple or typing.get_origin(hint) is tuple:
-        return tuple(value) if isinstance(value, list) else value
-    if hint in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise ValueError(f"option {name} must be a number, got {value!r}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"option {name} must be finite, got {value!r}")
+class OptionError(ValueError):
+    """An option value that is not of its field's type; the message names the option, the value and what is
+    allowed. ``message(owner)`` words it for another owner (the compressor's name rather than its config's)."""
+
+    def __init__(self, option: str, value: Any, allowed: str, owner: str):
+        self.option, self.value, self.allowed = option, value, allowed
+        super().__init__(self.message(owner))
+
+    def message(self, owner: str) -> str:
+        return f"option {self.option} of {owner} must be {self.allowed}, got {self.value!r}"
+
+
+class _Refused(Exception):
+    """Raised inside :func:`_convert`; its message says what would have been allowed."""
+
+
+def _coerce(name: str, value: Any, hint: Any, owner: str) -> Any:
+    try:
+        return _convert(value, hint)
+    except _Refused as exc:
+        raise OptionError(name, value, str(exc), owner) from None
+
+
+def _convert(value: Any, hint: Any) -> Any:
+    """``value`` as ``hint`` says, or :class:`_Refused`: never a string or a number standing in for a bool."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is type(None):
+        if value is None:
+            return None
+        raise _Refused("null")
+    if origin in _UNIONS:  # ``X | None``, or any union: the first alternative that takes the value
+        if value is None and type(None) in args:
+            return None
+        refusals = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, arg)
+            except _Refused as exc:
+                refusals.append(str(exc))
+        raise _Refused(_either(refusals + (["null"] if type(None) in args else [])))
+    if origin is typing.Literal:
+        if any(value == a and type(value) is type(a) for a in args):
+            return value
+        raise _Refused(_describe(hint))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Refused(_describe(hint))
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise _Refused(_describe(hint))
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Refused(_describe(hint))
+        try:
+            number = float(value)
+        except OverflowError:
+            raise _Refused("a finite number") from None
+        if not math.isfinite(number):
+            raise _Refused("a finite number")
+        return number
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise _Refused(_describe(hint))
+    if hint is tuple or origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _Refused(_describe(hint))
+        if not args:  # a bare ``tuple``
+            return tuple(value)
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        if len(items) != len(value):
+            raise _Refused(_describe(hint))
+        try:
+            return tuple(_convert(v, item) for v, item in zip(value, items, strict=True))
+        except _Refused:
+            raise _Refused(_describe(hint)) from None
+    if isinstance(value, float) and not math.isfinite(value):  # a type not known here: only finiteness
+        raise _Refused("finite")
     return value
+
+
+_UNIONS = (typing.Union, getattr(types, "UnionType", typing.Union))
+_PLURALS = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is type(None):
+        return "null"
+    if origin in _UNIONS:
+        return _either([_describe(a) for a in args if a is not type(None)] + (["null"] if type(None) in args else []))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(json.dumps(a) for a in args)
+    if hint is bool:
+        return "true or false"
+    if hint is int:
+        return "an integer"
+    if hint is float:
+        return "a number"
+    if hint is str:
+        return "a string"
+    if hint is tuple or origin is tuple:
+        if not args:
+            return "a list"
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_PLURALS.get(args[0], f'items each {_describe(args[0])}')}"
+        return f"a list of {len(args)} items ({', '.join(_describe(a) for a in args)})"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _either(options: list[str]) -> str:
+    return options[0] if len(options) == 1 else ", ".join(options[:-1]) + " or " + options[-1]
 
 
 class CompressionContext:
@@ -146,8 +251,24 @@ class CompressionContext:
 
     @property
     def calibration_data(self) -> list[dict]:
-        """A few hundred training features without labels, for observers and importance scores."""
+        """The task's training features without labels (model inputs only), in order: take the ones
+        you need with :meth:`calibration_examples`."""
         return self._get("calibration_data")
+
+    def calibration_examples(self, count: int, *, option: str) -> list[dict]:
+        """The first ``count`` calibration inputs, exactly: when the task's training data has fewer, a
+        ValueError names ``option`` (the config field that asked) and how many there are, instead of
+        silently calibrating on fewer than the config (and its record) says."""
+        return take_exactly(self.calibration_data, count, option=option, what="calibration inputs")
+
+
+def take_exactly(items: list, count: int, *, option: str, what: str) -> list:
+    """``items[:count]``, refusing when there are fewer than ``count``."""
+    if len(items) < count:
+        raise ValueError(f"{option}={count} asks for {count} {what}, but the task's training data gives only "
+                         f"{len(items)} under this preset; set {option}={len(items)} or less, or use more "
+                         f"training data")
+    return items[:count]
 
 
 class Compressor(ABC):

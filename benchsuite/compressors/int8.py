@@ -88,9 +88,7 @@ class _Int8(RebuiltCompressor):
             check_full_range(self.config.engine, cpu_vector_flags())
 
     def _calibration_batches(self, context) -> list[dict]:
-        examples = context.calibration_data[: self.config.calibration_examples]
-        if not examples:
-            raise ValueError(f"{self.name} needs calibration examples, and the task's training data gave none")
+        examples = context.calibration_examples(self.config.calibration_examples, option="calibration_examples")
         pad = context.tokenizer.pad_token_id
         return [collate(examples[i : i + CALIBRATION_BATCH], pad) for i in range(0, len(examples), CALIBRATION_BATCH)]
 

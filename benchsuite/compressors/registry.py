@@ -8,12 +8,15 @@ itself: it is reported by name with its error, and the others still work. Set
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import os
+import types
+import typing
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
-from benchsuite.compressors.base import Compressor
+from benchsuite.compressors.base import Compressor, OptionError
 from benchsuite.errors import UsageError
 
 GROUP = "benchsuite.compressors"
@@ -65,26 +68,72 @@ def get_compressor_class(name: str) -> type[Compressor]:
 
 
 def build_compressor(spec: str) -> Compressor:
-    """``name`` or ``name:key=value,key=value`` (values parsed as JSON where they can be)."""
-    import json  # noqa: PLC0415
+    """``name`` or ``name:key=value,key=value``, as ``benchsuite run --compressors`` takes it.
 
+    Each value is read as JSON where it can be (``true``, ``4``, ``0.5``, ``null``, ``[0,3]``) and is its text
+    otherwise (``engine=qnnpack``); the config then parses it to its field's type or refuses it, naming the
+    option (:meth:`CompressorConfig.from_params`). A bool field also takes ``True`` and ``False``, and an
+    optional field ``None``, as the report's options column prints them; a tuple field takes its items
+    comma-separated (``keep=0,3``), one alone (``keep=3``) or as a JSON list (``keep=[0,3]``).
+    """
     name, _, options = spec.partition(":")
-    cls = get_compressor_class(name.strip())
-    params = {}
+    name = name.strip()
+    cls = get_compressor_class(name)
+    hints = typing.get_type_hints(cls.config_class)
+    texts: dict[str, str] = {}
+    last = None
     for item in filter(None, (o.strip() for o in options.split(","))):
         key, sep, value = item.partition("=")
         if not sep:
+            if last is not None and (_is_tuple(hints.get(last)) or texts[last].count("[") > texts[last].count("]")):
+                texts[last] += f",{item}"  # the next item of a list: keep=0,3 or keep=[0,3]
+                continue
             raise UsageError(f"compressor option {item!r} in {spec!r} is not key=value")
+        key = key.strip()
+        if key in texts:
+            raise UsageError(f"compressor option {key!r} is given twice in {spec!r}")
+        texts[key], last = value.strip(), key
+    params = {}
+    for key, text in texts.items():
         try:
-            params[key.strip()] = json.loads(value, parse_constant=_no_constants)
-        except json.JSONDecodeError:
-            params[key.strip()] = value
-        except ValueError as exc:
-            raise UsageError(f"compressor option {item!r}: {exc}") from None
+            params[key] = _parse_value(text, hints.get(key))
+        except ValueError as exc:  # NaN, Infinity
+            raise UsageError(f"option {key} of {name}: {exc}") from None
     try:
-        return cls(cls.config_class.from_params(params))
+        config = cls.config_class.from_params(params)
+    except OptionError as exc:
+        raise UsageError(exc.message(name)) from None
     except (TypeError, ValueError) as exc:
         raise UsageError(f"compressor {name!r}: invalid config: {exc}") from None
+    return cls(config)
+
+
+def _parse_value(text: str, hint) -> object:
+    """One option's text as JSON where it can be, else the text itself (the field's type is checked later)."""
+    source = text
+    if _is_tuple(hint) and not text.startswith("[") and text != "null":
+        source = f"[{text}]"  # keep=0,3 -> [0,3]; keep=3 -> [3]; keep= -> []
+    try:
+        return json.loads(source, parse_constant=_no_constants)
+    except json.JSONDecodeError:
+        if text in ("True", "False") and _allows(hint, bool):  # as the report's options column prints them
+            return text == "True"
+        if text == "None" and _allows(hint, type(None)):
+            return None
+        return text
+
+
+def _is_tuple(hint) -> bool:
+    return any(h is tuple or typing.get_origin(h) is tuple for h in _alternatives(hint))
+
+
+def _allows(hint, kind: type) -> bool:
+    return kind in _alternatives(hint)
+
+
+def _alternatives(hint) -> tuple:
+    """``X | Y`` -> ``(X, Y)``; any other hint -> ``(hint,)``."""
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
 
 
 def _no_constants(name: str):

@@ -22,6 +22,10 @@ _CITATION = """\
 }
 """
 
+# How entities are read from tags, said in every token-classification record and so in the report.
+ENTITY_MODE_NOTE = ("entity scores use seqeval's default (conlleval-compatible, non-strict) mode: an I- tag after O "
+                    "or after another type starts an entity")
+
 Entity = tuple[str, int, int]  # (type, first token, last token)
 
 _ENDS_BEFORE = {("B", "B"), ("B", "S"), ("B", "O"), ("I", "B"), ("I", "S"), ("I", "O")}

@@ -9,6 +9,7 @@ import torch
 from transformers import AutoModelForTokenClassification
 
 from benchsuite.engine import forward_all
+from benchsuite.metrics.seqeval import ENTITY_MODE_NOTE
 from benchsuite.tasks.base import Evaluation, TaskKind
 
 
@@ -75,8 +76,8 @@ class TokenClassification(TaskKind):
             references.append(gold)
             rows_out.append({"row": i, "reference": gold, "prediction": tags})
         scores = self.compute_scores(predictions=predictions, references=references)
-        notes = (f"{truncated_words} words beyond max_length {self.spec.max_length} were predicted 'O'",) \
-            if truncated_words else ()
+        notes = (ENTITY_MODE_NOTE,) + ((f"{truncated_words} words beyond max_length {self.spec.max_length} were "
+                                         f"predicted 'O'",) if truncated_words else ())
         return Evaluation(scores=scores, predictions=rows_out, forward=stats, inputs=features, notes=notes)
 
 

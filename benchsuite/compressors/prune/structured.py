@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from benchsuite.compressors.base import take_exactly
 from benchsuite.compressors.layers import encoder_layers
 from benchsuite.compressors.prune.importance import importance, keep_after_removing
 from benchsuite.compressors.prune.surgery import check_layer, head_count, keep_heads, keep_neurons, neuron_count
@@ -125,8 +126,9 @@ class FfnPrune(StructuredPrune):
 
 
 def _sample(features: list[dict], count: int, seed: int) -> list[dict]:
-    """``count`` features drawn with ``seed`` (all of them if there are fewer), in their original order."""
-    if count >= len(features):
+    """``count`` features drawn with ``seed``, in their original order; fewer available is refused."""
+    take_exactly(features, count, option="importance_examples", what="labelled training features")
+    if count == len(features):
         return list(features)
     chosen = np.sort(np.random.default_rng(seed).choice(len(features), size=count, replace=False))
     return [features[i] for i in chosen]
