@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import pytest
 
 from benchsuite.cli import _compressor_list, main
-from benchsuite.compressors.base import CompressorConfig, OptionError
+from benchsuite.compressors.base import CompressorConfig
+from benchsuite.compressors.options import OptionError
 from benchsuite.compressors.registry import build_compressor, get_compressor_class, registered
 from benchsuite.errors import UsageError
 

@@ -16,7 +16,8 @@ import typing
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
-from benchsuite.compressors.base import Compressor, OptionError
+from benchsuite.compressors.base import Compressor
+from benchsuite.compressors.options import OptionError
 from benchsuite.errors import UsageError
 
 GROUP = "benchsuite.compressors"
