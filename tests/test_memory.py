@@ -15,7 +15,7 @@ import time
 def alloc(n):
     b = bytearray(n * 2**20)
     b[::4096] = b"x" * len(range(0, len(b), 4096))
-    time.sleep(0.1)
+    time.sleep(0.5)  # long enough for the 2 ms sampler to see it even on a loaded machine
     return b
 """
 
