@@ -41,7 +41,7 @@ class MachineKey:
         flags = set(self.cpu_vector_flags)
         isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
         isa += " with VNNI" if flags & {"avx512_vnni", "avx_vnni"} else " without VNNI"
-        return f"{self.cpu}, {isa}, {self.torch_threads} threads"
+        return f"{self.cpu}, {isa}, {self.torch_threads} thread{'s' if self.torch_threads != 1 else ''}"
 
 
 @dataclass(frozen=True)

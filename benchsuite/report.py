@@ -144,10 +144,15 @@ def _machine_line(records: list[Record]) -> str:
 
 def _peaks(efficiency: dict[str, Any]) -> str:
     peak = efficiency.get("matmul_peak") or {}
-    parts = [f"{kind} {peak[field]:.0f}" for kind, field in (("fp32", "fp32_gflops"), ("bf16", "bf16_gflops"),
+    parts = [f"{kind} {_rate(peak[field])}" for kind, field in (("fp32", "fp32_gflops"), ("bf16", "bf16_gflops"),
                                                               ("fp16", "fp16_gflops"), ("int8", "int8_gops"))
              if peak.get(field)]
     return ", ".join(parts) + " G(FL)OP/s" if parts else ""
+
+
+def _rate(gflops: float) -> str:
+    """Whole numbers from 10 up; below that two significant digits (a half-precision peak on AVX2 is ~0.6)."""
+    return f"{gflops:.0f}" if gflops >= 10 else f"{gflops:.2g}"
 
 
 def _size_columns(m: Measurements, base_bytes: int | None) -> dict[str, Any]:
