@@ -28,6 +28,15 @@ class Raising(Compressor):
         raise RuntimeError("this compressor always fails")
 
 
+def _zero_half(model: torch.nn.Module) -> torch.nn.Module:
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                w = module.weight
+                w[w.abs() < w.abs().median()] = 0
+    return model
+
+
 class ZeroHalf(Compressor):
     """Zeroes the smaller half of every Linear weight, and asks for calibration data it checks."""
 
@@ -37,12 +46,7 @@ class ZeroHalf(Compressor):
 
     def compress(self, model, *, context):
         assert len(context.calibration_data) > 0
-        with torch.no_grad():
-            for module in model.modules():
-                if isinstance(module, torch.nn.Linear):
-                    w = module.weight
-                    w[w.abs() < w.abs().median()] = 0
-        return model
+        return _zero_half(model)
 
 
 class Greedy(Compressor):
@@ -80,15 +84,6 @@ class Sleepy(Compressor):
 # Deliberately broken compressors: each breaks one conformance check (tests/conformance_checks.py) and no
 # other, and tests/test_conformance_teeth.py shows that check failing on it. They are registered only by the
 # ``plugins`` fixture, for one test, so the conformance parametrization (read at collection) never lists them.
-
-
-def _zero_half(model: torch.nn.Module) -> torch.nn.Module:
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.Linear):
-                w = module.weight
-                w[w.abs() < w.abs().median()] = 0
-    return model
 
 
 class StaleSave(Compressor):

@@ -96,6 +96,11 @@ def _convert(value: Any, hint: Any) -> Any:
 
 
 _UNIONS = (typing.Union, getattr(types, "UnionType", typing.Union))
+
+
+def alternatives(hint: Any) -> tuple:
+    """``X | Y`` -> ``(X, Y)``; any other hint -> ``(hint,)``."""
+    return typing.get_args(hint) if typing.get_origin(hint) in _UNIONS else (hint,)
 _PLURALS = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
 
 

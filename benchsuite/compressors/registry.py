@@ -11,13 +11,12 @@ import difflib
 import json
 import logging
 import os
-import types
 import typing
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
 from benchsuite.compressors.base import Compressor
-from benchsuite.compressors.options import OptionError
+from benchsuite.compressors.options import OptionError, alternatives
 from benchsuite.errors import UsageError
 
 GROUP = "benchsuite.compressors"
@@ -125,16 +124,11 @@ def _parse_value(text: str, hint) -> object:
 
 
 def _is_tuple(hint) -> bool:
-    return any(h is tuple or typing.get_origin(h) is tuple for h in _alternatives(hint))
+    return any(h is tuple or typing.get_origin(h) is tuple for h in alternatives(hint))
 
 
 def _allows(hint, kind: type) -> bool:
-    return kind in _alternatives(hint)
-
-
-def _alternatives(hint) -> tuple:
-    """``X | Y`` -> ``(X, Y)``; any other hint -> ``(hint,)``."""
-    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return kind in alternatives(hint)
 
 
 def _no_constants(name: str):
