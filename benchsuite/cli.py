@@ -1,4 +1,4 @@
-"""The ``benchsuite`` command: ``list``, ``run``, ``report`` and ``upgrade``.
+"""The ``benchsuite`` command: ``list``, ``describe``, ``run``, ``report`` and ``upgrade``.
 
 Bad usage (unknown task or compressor, missing model or data) prints one line and
 exits with code 2; a run in which some cells failed exits with code 1.
@@ -14,6 +14,7 @@ import re
 import sys
 from pathlib import Path
 
+from benchsuite.cache import CACHE_ENV
 from benchsuite.errors import UsageError
 
 EXIT_FAILED_CELLS = 1
@@ -51,37 +52,65 @@ def _compressor_list(value: str) -> tuple[str, ...]:
 def build_parser() -> argparse.ArgumentParser:
     from benchsuite.presets import DEFAULT_PRESET, PRESETS
 
-    parser = _Parser(prog="benchsuite", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="benchsuite", description=__doc__.splitlines()[0],
+                     epilog="Start with 'benchsuite run' (the quick preset: baseline and int8 on four tasks), then "
+                            "'benchsuite report' and open reports/quick.md.")
+    parser.add_argument("--version", action="version", version=_version())
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    lister = sub.add_parser("list", help="list tasks or compressors")
-    lister.add_argument("what", choices=["tasks", "compressors"])
+    lister = sub.add_parser("list", help="list tasks (with where their data comes from) or compressors")
+    lister.add_argument("what", choices=["tasks", "compressors"], help="tasks or compressors")
+
+    describer = sub.add_parser("describe", help="a compressor's purpose, needs and options (type, default, meaning)")
+    describer.add_argument("name", help="a compressor name, as 'benchsuite list compressors' prints it")
 
     runner = sub.add_parser("run", help="fine-tune baselines, compress, score, and write records")
     runner.add_argument("--model", help="Hub id or local folder (default: all-MiniLM-L6-v2)")
     runner.add_argument("--tasks", type=_csv, help="comma-separated task names or YAML paths (default: the preset's)")
-    runner.add_argument("--compressors", type=_compressor_list, default=("baseline",),
-                        help="comma-separated compressors, each 'name' or 'name:key=value,...' (default: baseline)")
+    runner.add_argument("--compressors", type=_compressor_list,
+                        help="comma-separated compressors, each 'name' or 'name:key=value,...' (default: the "
+                             "preset's: " + "; ".join(f"{p.name}: {','.join(p.compressors)}" for p in PRESETS.values())
+                             + "); see 'benchsuite list compressors'")
     runner.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
                         help=f"data budget and default tasks (default: {DEFAULT_PRESET})")
     runner.add_argument("--max-train", type=int, help="cap training rows per task (sampled with the seed)")
     runner.add_argument("--max-eval", type=int, help="cap evaluation rows per task (sampled with the seed)")
-    runner.add_argument("--results-dir", type=Path, default=Path("results"))
-    runner.add_argument("--cache-dir", type=Path, help="fine-tuned model cache (default: ~/.cache/benchsuite)")
-    runner.add_argument("--seed", type=int, default=42)
+    runner.add_argument("--results-dir", type=Path, default=Path("results"),
+                        help="where records are written, one JSON per cell (default: results)")
+    runner.add_argument("--cache-dir", type=Path,
+                        help=f"fine-tuned baselines and teacher outputs (default: ${CACHE_ENV}, else "
+                             f"~/.cache/benchsuite)")
+    runner.add_argument("--seed", type=int, default=42,
+                        help="seeds data sampling, fine-tuning and compression; another seed is another cell "
+                             "(default: 42)")
     runner.add_argument("--threads", type=int, help="torch threads (default: every core)")
     runner.add_argument("--force", action="store_true", help="redo cells that already have a record")
     runner.add_argument("--cell-timeout", type=float, metavar="SECONDS",
                         help="fail a cell (compress, evaluate, measure) that runs longer; the run goes on")
 
-    reporter = sub.add_parser("report", help="regenerate report tables from records")
-    reporter.add_argument("--results-dir", type=Path, default=Path("results"))
-    reporter.add_argument("--out", type=Path, default=Path("reports"))
+    reporter = sub.add_parser("report", help="write reports/<preset>.md, its plots and reports/summary.csv from the "
+                                             "records")
+    reporter.add_argument("--results-dir", type=Path, default=Path("results"),
+                          help="the records to report (default: results)")
+    reporter.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: reports)")
 
     upgrader = sub.add_parser("upgrade", help="rewrite older records in the current schema, under their cell-key names")
-    upgrader.add_argument("--results-dir", type=Path, default=Path("results"))
+    upgrader.add_argument("--results-dir", type=Path, default=Path("results"),
+                          help="the records to upgrade in place (default: results)")
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"benchsuite {of('benchsuite')} (torch {of('torch')}, transformers {of('transformers')})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,6 +144,11 @@ def _quiet_libraries(verbose: bool) -> None:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "list":
         return _list(args.what)
+    if args.command == "describe":
+        from benchsuite.compressors.describe import describe
+
+        print(describe(args.name))
+        return 0
     if args.command == "report":
         from benchsuite.report import write_reports
 
@@ -139,31 +173,40 @@ def _upgrade(results_dir: Path) -> int:
         # through JSON, as the record holds it: a tuple default is the list a record stores
         return json.loads(json.dumps(get_compressor_class(name)().config.to_json())) if name in names else None
 
-    moved = upgrade_files(results_dir, defaults=defaults)
+    def family_of(name: str) -> str | None:
+        return get_compressor_class(name).family if name in names else None
+
+    moved = upgrade_files(results_dir, defaults=defaults, family_of=family_of)
     for old, new in moved:
         print(f"{old} -> {new.name}")
-    print(f"{len(moved)} records rewritten in schema {SCHEMA_VERSION}")
+    print(f"{len(moved)} records rewritten in schema {SCHEMA_VERSION} (older schema, or no compressor family)")
     return 0
 
 
 def _list(what: str) -> int:
     if what == "tasks":
+        from benchsuite.data import local_availability
         from benchsuite.tasks import load_task, task_files
 
         for name in task_files():
             spec = load_task(name)
-            print(f"{name:18} {spec.kind:22} {spec.dataset.repo_id}/{spec.dataset.config}  "
-                  f"primary={spec.primary_metric}")
+            where = local_availability(spec)
+            source = f"{spec.dataset.repo_id}/{spec.dataset.config}"
+            print(f"{name:16} {spec.kind:21} {source:28} primary={spec.primary_metric:21} "
+                  f"{'[' + where + ']' if where else 'offline'}")
         return 0
+    from benchsuite.compressors.describe import options
     from benchsuite.compressors.registry import get_compressor_class, registered
 
     for name, entry in registered().items():
         try:
             cls = get_compressor_class(name)
             needs = ",".join(sorted(cls.NEEDS)) or "-"
-            print(f"{name:18} {entry.origin:28} needs={needs}")
+            names = ",".join(d.name for d in options(cls.config_class)) or "-"
+            print(f"{name:21} {cls.family:13} {entry.origin:24} needs={needs} options={names}")
         except UsageError as exc:  # a broken plugin is listed with its error, the others still are
-            print(f"{name:18} {entry.origin:28} BROKEN: {exc}")
+            print(f"{name:21} {'?':13} {entry.origin:24} BROKEN: {exc}")
+    print("(each option's type, default and meaning: benchsuite describe NAME)")
     return 0
 
 
@@ -181,7 +224,7 @@ def _run(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset).limited(max_train=args.max_train, max_eval=args.max_eval)
     opts = RunOptions(
         tasks=args.tasks or preset.tasks,
-        compressors=args.compressors,
+        compressors=args.compressors or preset.compressors,
         preset=preset,
         results_dir=args.results_dir,
         cache_dir=args.cache_dir or default_cache_dir(),

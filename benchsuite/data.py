@@ -224,3 +224,19 @@ def _manifest_missing(repo_id: str, config: str, split: str) -> str:
         if repo_id in what and config in what.split() and split in what:
             return f"{what}: {entry.get('why', '')}"
     return ""
+
+
+def local_availability(spec: TaskSpec) -> str:
+    """How the task's data can be had offline: "" when the local mirror holds both splits; else what is
+    missing (and whether the spec's fallback covers it). Without ``BENCHSUITE_DATA_DIR``, the Hub is needed."""
+    root = data_dir()
+    if root is None:
+        return f"Hub (set {DATA_DIR_ENV} for a local mirror)"
+    ds = spec.dataset
+    missing = [s for s in (ds.train_split, ds.eval_split) if not (root / ds.repo_id / ds.config / f"{s}.parquet")
+               .is_file()]
+    if not missing:
+        return ""
+    if missing == [ds.train_split] and ds.train_fallback and _manifest_missing(ds.repo_id, ds.config, ds.train_split):
+        return f"no {ds.train_split} split offline: trains on part of {ds.eval_split} held apart"
+    return f"not offline: the mirror has no {', '.join(missing)} split"

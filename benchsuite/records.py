@@ -89,6 +89,7 @@ class CompressorInfo:
     save_format: str
     recovery: dict[str, Any] | None = None  # what recovery training did
     layout: dict[str, Any] | None = None  # structural choices made from data
+    family: str | None = None  # the compressor class's family (quantisation, pruning...); None: not recorded
 
 
 @dataclass(frozen=True)
@@ -253,8 +254,8 @@ _SCHEMA1_COMPUTE = {"fp16": "fp16", "bf16": "bf16", "dynamic_int8": "int8", "sta
 _SCHEMA1_SAVE_FORMAT = {"dynamic_int8": "torch", "static_int8": "torch", "ort_int8": "onnx"}
 
 
-def upgrade(data: dict[str, Any], *, defaults: Callable[[str], dict[str, Any] | None] | None = None
-            ) -> dict[str, Any]:
+def upgrade(data: dict[str, Any], *, defaults: Callable[[str], dict[str, Any] | None] | None = None,
+            family_of: Callable[[str], str | None] | None = None) -> dict[str, Any]:
     """A record's JSON in the current schema. Nothing measured changes; what schema 1 got wrong is
     corrected and said in the notes:
 
@@ -263,10 +264,12 @@ def upgrade(data: dict[str, Any], *, defaults: Callable[[str], dict[str, Any] | 
     * the speed verdict is derived again with the noise rule (:func:`benchsuite.measure.speed.verdict`);
     * records written before ``changed`` was kept get it from ``defaults(name)`` (the installed config's
       JSON, given by ``benchsuite upgrade``, which may read the registry) when its type and version match
-      the record's; otherwise it stays null and the report lists every option.
+      the record's; otherwise it stays null and the report lists every option;
+    * a record without the compressor's ``family`` gets it from ``family_of(name)`` (the installed class's),
+      schema 2 included; without it the family stays null.
     """
     if data["schema_version"] == SCHEMA_VERSION:
-        return data
+        return _with_family(data, family_of)
     from benchsuite.measure.speed import shrank, verdict  # noqa: PLC0415 (torch only when upgrading)
 
     data = json.loads(json.dumps(data))  # a deep copy
@@ -317,24 +320,38 @@ def upgrade(data: dict[str, Any], *, defaults: Callable[[str], dict[str, Any] | 
     data.update(schema_version=SCHEMA_VERSION, key=key.digest(), cell=key.to_json(), upgraded_from=1)
     if data.get("predictions_file"):
         data["predictions_file"] = f"{key.file_stem()}.predictions.jsonl"
+    return _with_family(data, family_of)
+
+
+def _with_family(data: dict[str, Any], family_of: Callable[[str], str | None] | None) -> dict[str, Any]:
+    compressor = data["compressor"]
+    if compressor.get("family") is None and family_of is not None:
+        family = family_of(compressor["name"])
+        if family is not None:
+            data = {**data, "compressor": {**compressor, "family": family}}
     return data
 
 
-def upgrade_files(results_dir: Path, *, defaults: Callable[[str], dict[str, Any] | None] | None = None
-                  ) -> list[tuple[Path, Path]]:
+def upgrade_files(results_dir: Path, *, defaults: Callable[[str], dict[str, Any] | None] | None = None,
+                  family_of: Callable[[str], str | None] | None = None) -> list[tuple[Path, Path]]:
     """Rewrite every older record under ``results_dir`` in the current schema under its cell key's name
-    (predictions renamed with it); returns (old, new) paths. Each file is written atomically before its
-    old name is removed, so an interruption loses nothing."""
+    (predictions renamed with it), and fill in the compressor family of records that lack it; returns
+    (old, new) paths. Each file is written atomically before its old name is removed, so an
+    interruption loses nothing."""
     moved = []
     for path in sorted(results_dir.rglob("*.json")):
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if not isinstance(data, dict) or data.get("schema_version") in (None, SCHEMA_VERSION):
+        if (not isinstance(data, dict) or "compressor" not in data
+                or not isinstance(data.get("schema_version"), int) or data["schema_version"] > SCHEMA_VERSION):
+            continue
+        upgraded = upgrade(data, defaults=defaults, family_of=family_of)
+        if upgraded is data:  # current schema, nothing to fill in
             continue
         try:
-            record = Record.from_json(upgrade(data, defaults=defaults))
+            record = Record.from_json(upgraded)
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"{path}: cannot upgrade ({exc})") from None
         target = path.parent / f"{record.cell.file_stem()}.json"

@@ -152,7 +152,7 @@ def _run_cell(path: Path, key: CellKey, compressor: Compressor, spec: TaskSpec, 
     described = compressor.describe()
     info = CompressorInfo(name=described["name"], config=described["config"], config_hash=described["config_hash"],
                           changed=described["changed"], provider=key.provider, compute=compressor.compute,
-                          save_format=compressor.save_format)
+                          save_format=compressor.save_format, family=compressor.family)
     record = Record(
         schema_version=SCHEMA_VERSION, status="ok", preset=opts.preset.name, key=key.digest(), cell=key,
         task=TaskInfo(name=spec.name, kind=spec.kind, version=spec.version, spec_digest=spec.digest(),

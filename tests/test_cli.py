@@ -50,3 +50,41 @@ def test_list_tasks_and_compressors(capsys):
         assert f"\n{task} " in f"\n{out}"
     assert main(["list", "compressors"]) == 0
     assert "baseline" in capsys.readouterr().out
+
+
+def test_version_describe_and_list_say_what_a_user_needs(capsys, mirror, monkeypatch):
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out.startswith("benchsuite ")
+    assert main(["describe", "dynamic_int8"]) == 0
+    out = capsys.readouterr().out
+    assert "reduce_range" in out and "bool" in out and "default True" in out and "7-bit activations" in out
+    assert main(["describe", "nope"]) == 2
+    assert main(["list", "compressors"]) == 0
+    assert "quantisation" in capsys.readouterr().out
+    monkeypatch.setenv("BENCHSUITE_DATA_DIR", str(mirror))
+    assert main(["list", "tasks"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert lines["sst2"].endswith("offline") and "not offline" in lines["qqp"]
+    assert "held apart" in lines["qnli"]
+
+
+def test_every_built_in_option_says_what_it_means():
+    from benchsuite.compressors.describe import options
+    from benchsuite.compressors.registry import get_compressor_class, registered
+
+    for name, entry in registered().items():
+        if entry.origin.startswith("benchsuite "):
+            missing = [d.name for d in options(get_compressor_class(name).config_class) if not d.meaning]
+            assert not missing, f"{name}: options without a comment beside their field: {missing}"
+
+
+def test_every_flag_of_every_command_has_help():
+    from benchsuite.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command")
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help, f"benchsuite {name} {action.option_strings or action.dest}: no help text"

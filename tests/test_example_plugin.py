@@ -58,5 +58,5 @@ def test_runs_and_is_reported(tiny_model, data_env, shared_cache, tmp_path):
     report = write_reports(results, tmp_path / "reports")[0].read_text()
     assert record["compressor"]["provider"] == "benchsuite-zero-small 0.1.0"
     assert record["cell"]["provider"] == "benchsuite-zero-small 0.1.0"  # a newer plugin version: a new cell
-    row = f"| zero_small `{record['key'][:8]}`"
+    row = f"| zero_small:threshold=0.05 `{record['key'][:8]}`"
     assert any(row in line for line in report.splitlines()), report

@@ -43,7 +43,8 @@ def test_run_writes_records_resumes_and_reports(tiny_model, data_env, tmp_path, 
 
     first = write_reports(results, tmp_path / "r1")
     second = write_reports(results, tmp_path / "r2")
-    assert [p.read_text() for p in first] == [p.read_text() for p in second]
+    assert [p.name for p in first] == [p.name for p in second]
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]  # Markdown, CSV and PNGs alike
     text = first[0].read_text()
     assert all(f"## {t}" in text for t in TASKS)
 

@@ -343,3 +343,40 @@ def test_tasks_dir_follows_the_environment(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("BENCHSUITE_TASKS_DIR", str(tmp_path))
     assert tasks_dir() == tmp_path
     assert load_task("boolq_like").source == str(tmp_path / "solo.yaml")
+
+
+# --- task files as data: includes by name, anchors, groups -------------------------------------------
+
+
+def test_a_task_outside_the_task_folder_includes_a_built_in_base_by_name(tmp_path: Path) -> None:
+    path = _write(tmp_path, "my_sst2.yaml", "include: glue/_glue.yaml\n" + VALID_BODY + "anchor: 'none yet'\n")
+    spec = load_task(str(path))
+    assert spec.dataset.repo_id == "nyu-mll/glue" and spec.train.batch_size == 32  # from the built-in base
+    assert spec.anchor == "none yet" and spec.groups == ("full",)
+    # a file beside the including one comes first
+    (tmp_path / "glue").mkdir()
+    _write(tmp_path / "glue", "_glue.yaml", "kind: classification\nversion: 1\nmax_length: 64\n"
+           "dataset: {repo_id: local/glue, train_split: train, eval_split: validation}\n"
+           "columns: {text: [sentence], label: label}\n")
+    assert load_task(str(path)).dataset.repo_id == "local/glue"
+
+
+def test_anchor_and_groups_do_not_change_the_digest(tmp_path: Path) -> None:
+    plain = load_task(str(_glue_like(tmp_path, VALID_BODY, name="a.yaml")))
+    marked = load_task(str(_glue_like(tmp_path, VALID_BODY + "anchor: '91.5 acc'\ngroups: [mine]\n", name="a.yaml")))
+    assert marked.anchor == "91.5 acc" and marked.groups == ("mine",)
+    assert marked.digest() == plain.digest()  # neither can change a score: no cell is recomputed for them
+    assert load_task("sst2").anchor.startswith("91.5")
+
+
+def test_the_full_preset_is_the_tasks_of_group_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchsuite.presets import get_preset
+
+    assert get_preset("full").tasks == tuple(sorted(task_files()))  # every shipped task is in it
+    _write(tmp_path, "in.yaml", STANDALONE.replace("name: boolq_like\n", "") + "groups: [full, extra]\n")
+    _write(tmp_path, "out.yaml", STANDALONE.replace("name: boolq_like\n", ""))
+    monkeypatch.setenv("BENCHSUITE_TASKS_DIR", str(tmp_path))
+    assert get_preset("full").tasks == ("in",)
+    _write(tmp_path, "in.yaml", STANDALONE.replace("name: boolq_like\n", "") + "groups: full\n")
+    with pytest.raises(UsageError, match="groups must be a list of names"):
+        get_preset("full")

@@ -179,6 +179,10 @@ class Compressor(ABC):
     #: What ``save`` writes, as the record names it.
     save_format: ClassVar[str] = "safetensors"
 
+    #: The family the report groups it in (its best configuration, its colour in the plots):
+    #: "quantisation", "distillation", "pruning", "sharing", "baseline", or a plugin's own.
+    family: ClassVar[str] = "other"
+
     def save(self, model: torch.nn.Module, folder: Path) -> None:
         """Write the compressed model in the method's real format; its size on disk is measured on it."""
         model.save_pretrained(folder, safe_serialization=True)

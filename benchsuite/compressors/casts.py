@@ -23,6 +23,7 @@ class CastConfig(CompressorConfig):
 
 
 class _Cast(RebuiltCompressor):
+    family = "quantisation"
     dtype: ClassVar[torch.dtype]
     config_class = CastConfig
 

@@ -36,6 +36,7 @@ class DistillConfig(RecoveryConfig):
 
 
 class Distill(Compressor):
+    family = "distillation"
     name = "distill"
     config_class = DistillConfig
     NEEDS = RECOVERY_NEEDS

@@ -13,6 +13,7 @@ class BaselineConfig(CompressorConfig):
 
 
 class Baseline(Compressor):
+    family = "baseline"
     name = "baseline"
     config_class = BaselineConfig
 

@@ -58,7 +58,7 @@ CALIBRATION_BATCH = 32
 
 @dataclass(frozen=True)
 class Int8Config(CompressorConfig):
-    engine: str = "fbgemm"
+    engine: str = "fbgemm"  # kernel library (torch.backends.quantized.engine): "x86", "fbgemm", "onednn", "qnnpack"
     per_channel: bool = True  # one weight scale per output row; False: one per tensor
     embeddings: bool = True  # also store the word embeddings as uint8 rows
     reduce_range: bool = True  # 7-bit activations, torch's default; False: 8 bits, needs VNNI on x86/fbgemm
@@ -78,6 +78,7 @@ class Int8Config(CompressorConfig):
 
 
 class _Int8(RebuiltCompressor):
+    family = "quantisation"
     NEEDS = frozenset({"calibration_data"})  # read only when splitting outliers or observing
     state_format = "torch"
     compute = "int8"

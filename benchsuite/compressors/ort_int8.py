@@ -247,6 +247,7 @@ def check_accurate_here(onnx_path: Path, cpu_flags: Sequence[str]) -> None:
 
 class OrtInt8(Compressor):
     """Export to ONNX and quantize to int8 with ONNX Runtime (dynamic or static), run by ONNX Runtime."""
+    family = "quantisation"
 
     name = "ort_int8"
     config_class = OrtInt8Config

@@ -24,7 +24,7 @@ from benchsuite.quant.surgery import linear_names, replace_modules, word_embeddi
 @dataclass(frozen=True)
 class WeightOnlyConfig(CompressorConfig):
     group_size: int = 64  # weights per scale along a row (a shorter row is one group); must divide each row
-    embeddings: bool = True
+    embeddings: bool = True  # also store the word-embedding table in groups of the same bits
 
     def validate(self) -> None:
         if self.group_size < 1:
@@ -32,6 +32,7 @@ class WeightOnlyConfig(CompressorConfig):
 
 
 class _WeightOnly(RebuiltCompressor):
+    family = "quantisation"
     bits: ClassVar[int]
     config_class = WeightOnlyConfig
 

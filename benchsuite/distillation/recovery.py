@@ -30,7 +30,7 @@ class RecoveryConfig(CompressorConfig):
     """Options of recovery fine-tuning, shared by every compressor that trains."""
 
     alpha: float = 0.5  # weight of the distillation loss; 0: hard labels only (the ablation)
-    temperature: float = 2.0
+    temperature: float = 2.0  # softmax temperature of the distillation loss (soft targets)
     hidden_weight: float = 0.0  # hidden-state matching, off by default
     hidden_distance: str = "mse"  # or "cosine"
     attention_weight: float = 0.0  # TinyBERT attention matching, off by default (runs eager attention)

@@ -74,6 +74,10 @@ class TaskSpec:
     params: dict[str, Any] = field(default_factory=dict)  # kind-specific (doc_stride, n_best, ...)
     train: TrainConfig = field(default_factory=TrainConfig)
     description: str = ""
+    # Published figure(s) for a model of the reference shape, shown beside the baseline in reports.
+    anchor: str = ""
+    # Named sets the task belongs to ("full": the full preset's tasks).
+    groups: tuple[str, ...] = ()
     source: str = ""  # the YAML file it came from
 
     @property
@@ -86,8 +90,9 @@ class TaskSpec:
         return data
 
     def digest(self) -> str:
-        """A stable hash of everything in the spec that can change a score."""
-        payload = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        """A stable hash of everything in the spec that can change a score (not its anchor or groups)."""
+        scored = {k: v for k, v in self.to_json().items() if k not in ("anchor", "groups")}
+        payload = json.dumps(scored, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -141,7 +146,7 @@ def parse_task(path: Path) -> TaskSpec:
 
 def _build(raw: dict[str, Any], path: Path) -> TaskSpec:
     known = {"name", "kind", "version", "dataset", "columns", "metrics", "primary_metric", "max_length",
-             "labels", "params", "train", "description"}
+             "labels", "params", "train", "description", "anchor", "groups"}
     unknown = set(raw) - known
     if unknown:
         raise ValueError(f"unknown keys {sorted(unknown)}; known keys are {sorted(known)}")
@@ -183,8 +188,18 @@ def _build(raw: dict[str, Any], path: Path) -> TaskSpec:
         params=dict(raw.get("params") or {}),
         train=_train_config(raw.get("train") or {}),
         description=str(raw.get("description", "")).strip(),
+        anchor=str(raw.get("anchor", "")).strip(),
+        groups=_groups(raw.get("groups")),
         source=str(path),
     )
+
+
+def _groups(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"groups must be a list of names, got {value!r}")
+    return tuple(value)
 
 
 def _resolve_includes(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
@@ -194,9 +209,13 @@ def _resolve_includes(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     base_name = raw.pop("include", None)
     if base_name is None:
         return raw
-    base_path = path.parent / base_name
-    if not base_path.is_file():
-        raise UsageError(f"{path}: include {base_name!r} not found (looked for {base_path})")
+    # Beside the including file first, then a built-in base by its name under the task folder
+    # (``include: glue/_glue.yaml`` from a task file anywhere).
+    candidates = [path.parent / base_name, tasks_dir() / base_name]
+    base_path = next((c for c in candidates if c.is_file()), None)
+    if base_path is None:
+        raise UsageError(f"{path}: include {base_name!r} not found (looked for "
+                         f"{' and '.join(str(c) for c in candidates)})")
     base = _resolve_includes(base_path, seen + (path.resolve(),))
     base.pop("name", None)  # a task's name is its own (or its file's stem, as task_files says), never its base's
     return _merge(base, raw)

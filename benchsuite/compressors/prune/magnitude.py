@@ -106,6 +106,7 @@ class PrunedSet:
 
 
 class Magnitude(Compressor):
+    family = "pruning"
     name = "magnitude"
     config_class = MagnitudeConfig
     NEEDS = RECOVERY_NEEDS

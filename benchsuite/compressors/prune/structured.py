@@ -67,6 +67,7 @@ class FfnConfig(StructuredConfig):
 
 class StructuredPrune(RebuiltCompressor):
     """Removes heads and feed-forward neurons; subclasses choose the name and the defaults."""
+    family = "pruning"
 
     config_class = StructuredConfig
     NEEDS = RECOVERY_NEEDS

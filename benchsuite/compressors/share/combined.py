@@ -38,6 +38,7 @@ class AlbertConfig(RecoveryConfig):
 
 
 class Albert(RebuiltCompressor):
+    family = "sharing"
     name = "albert"
     config_class = AlbertConfig
     NEEDS = RECOVERY_NEEDS

@@ -83,6 +83,7 @@ def tie_layers(model: nn.Module, groups: list[list[int]]) -> None:
 
 
 class CrossLayer(RebuiltCompressor):
+    family = "sharing"
     name = "cross_layer"
     config_class = CrossLayerConfig
     NEEDS = RECOVERY_NEEDS

@@ -153,6 +153,7 @@ def factorized_embedding_skeleton(model: nn.Module, rank: int) -> None:
 
 
 class FactorizedEmbeddingCompressor(RebuiltCompressor):
+    family = "sharing"
     name = "factorized_embedding"
     config_class = FactorizedEmbeddingConfig
     NEEDS = RECOVERY_NEEDS
@@ -212,6 +213,7 @@ def target_linears(model: nn.Module, include: str) -> list[str]:
 
 
 class LowRank(RebuiltCompressor):
+    family = "sharing"
     name = "low_rank"
     config_class = LowRankConfig
     NEEDS = RECOVERY_NEEDS

@@ -1,0 +1,61 @@
+"""Which cells are worth shipping: the Pareto frontier of a task on one machine, and each family's best.
+
+A cell is on the frontier when no other cell of the same task, model, preset and machine is at
+least as good on retention, batch-32 speedup and size on disk at once, and better on one of
+them. Cells missing one of the three figures take no part.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from benchsuite.report.cells import Cell
+
+KEEP = 99.0  # retention (percent) a family's best must keep, unless its loss is within noise
+
+
+def _objectives(cell: Cell) -> tuple[float, float, float] | None:
+    if cell.retention is None or cell.speedup is None or not cell.size_bytes:
+        return None
+    return cell.retention, cell.speedup, -float(cell.size_bytes)
+
+
+def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return all(x >= y for x, y in zip(a, b, strict=True)) and any(x > y for x, y in zip(a, b, strict=True))
+
+
+def frontier(cells: Iterable[Cell]) -> list[Cell]:
+    """The cells no other cell dominates, in the given order."""
+    scored = [(c, o) for c in cells if (o := _objectives(c)) is not None]
+    return [c for c, o in scored if not any(_dominates(other, o) for _, other in scored)]
+
+
+def keeps_accuracy(cell: Cell) -> bool:
+    return cell.retention is not None and (cell.retention >= KEEP or cell.retention_verdict in ("within noise", "gain",
+                                                                                                "reference"))
+
+
+def best_of_families(cells: Iterable[Cell]) -> dict[str, Cell]:
+    """Each family's best cell: the fastest (batch 32) of those that keep accuracy (:func:`keeps_accuracy`),
+    ties to the smaller file; when none keeps it, the one with the highest retention."""
+    by_family: dict[str, list[Cell]] = defaultdict(list)
+    for cell in cells:
+        if not cell.is_baseline and cell.retention is not None:
+            by_family[cell.family].append(cell)
+    best = {}
+    for family, members in sorted(by_family.items()):
+        keeping = [c for c in members if keeps_accuracy(c) and c.speedup is not None]
+        if keeping:
+            best[family] = max(keeping, key=lambda c: (c.speedup, -(c.size_bytes or 0), c.retention))
+        else:
+            best[family] = max(members, key=lambda c: (c.retention, c.speedup or 0.0))
+    return best
+
+
+def groups(cells: Iterable[Cell]) -> dict[tuple[str, str, str, str], list[Cell]]:
+    """Cells by (preset, task, model, machine): the sets whose speed and size are comparable."""
+    out: dict[tuple[str, str, str, str], list[Cell]] = defaultdict(list)
+    for cell in cells:
+        out[(cell.preset, cell.task, cell.model, cell.machine)].append(cell)
+    return dict(sorted(out.items()))

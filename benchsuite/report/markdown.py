@@ -1,0 +1,222 @@
+"""The Markdown report of one preset: the answer first, then the per-cell tables.
+
+Top: for each task and machine, the frontier (cells no other cell beats on retention, speed and
+size at once) and each family's best configuration, with their verdicts and plots. Then, per
+task and machine, two tables that fit on a screen: scores (with bootstrap intervals and the
+paired retention interval) and size, memory and speed. It renders from records and
+:class:`~benchsuite.report.cells.Cell` rows only; no compressor or plugin is imported.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from benchsuite.records import Record
+from benchsuite.report import bootstrap
+from benchsuite.report.anchors import method_anchors, task_anchor
+from benchsuite.report.cells import Cell
+from benchsuite.report.frontier import KEEP, best_of_families, frontier, groups
+
+DEFINITIONS = f"""\
+Scores are on a 0-100 scale, for the task's primary metric unless a column names another.
+*Retention* is a cell's score over the baseline score of the same model, task, data, seed and machine.
+*[low-high]* after a score is its {bootstrap.METHOD}. *Retention verdict*: **loss** when the whole paired
+interval is below 100%, **gain** when above, **within noise** otherwise.
+*params* counts weights (distinct storages once, shared weights once; quantised weights count one per element
+whatever their bits); *size MB* is the file the compressor saves (safetensors for float models), *gzip MB*
+that file gzip-compressed, *smaller* the baseline's file size over this one; *peak RSS MB* is the peak resident
+memory (MiB) of a fresh process that loads that file and runs the evaluation inputs. *samples/s* is throughput
+at batch 32 on real evaluation batches; *speedup b32* is baseline time over this model's time at batch 32 and
+*speedup b1* the same at batch 1, each measured interleaved in one process, median [interquartile range];
+*latency p50 ms* is at batch 1; *% of peak* is the achieved (FL)OP/s at batch 32 over this machine's measured
+matmul peak for the arithmetic the model runs (fp32, bf16, fp16 or int8; an int8 model's attention stays
+fp32). *Speed verdict*: faster/slower only when the whole IQR clears 1 +- 0.05, and *noisy: re-measure* when
+the timings show the machine was busy. *FLOPs* is the counted operations of the batch-32 pass over the
+baseline's. Speed and memory are compared only within one machine (CPU model, vector extensions, threads).
+Each record's `method` fields say exactly how its figures were measured."""
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _with_ci(value: float | None, low: float | None, high: float | None, digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.{digits}f} [{low:.{digits}f}-{high:.{digits}f}]" if low is not None else f"{value:.{digits}f}"
+
+
+def _speed(cell: Cell) -> str:
+    if cell.speedup is None:
+        return "n/a"
+    return f"{cell.speedup:.2f}x [{cell.speedup_q25:.2f}-{cell.speedup_q75:.2f}]"
+
+
+def _size(cell: Cell) -> str:
+    if not cell.size_bytes:
+        return "n/a"
+    smaller = f", {cell.compression:.2f}x smaller" if cell.compression is not None and cell.compression != 1 else ""
+    return f"{cell.size_bytes / 1e6:.1f}{smaller}"
+
+
+def _answer_row(cell: Cell) -> dict[str, Any]:
+    return {"config": f"`{cell.label}`", "family": cell.family,
+            "score": _with_ci(cell.score, cell.score_ci_low, cell.score_ci_high),
+            "retention %": _with_ci(cell.retention, cell.retention_ci_low, cell.retention_ci_high, 1),
+            "accuracy verdict": cell.retention_verdict or "n/a",
+            "speedup b32": _speed(cell), "speed verdict": cell.speed_verdict or "n/a", "size MB": _size(cell)}
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    return pd.DataFrame(rows).to_markdown(index=False)
+
+
+def answer_first(cells: list[Cell], plots: dict[tuple, Path], out_dir: Path) -> list[str]:
+    lines = ["## Which compressed model to ship", "",
+             "For each task and machine: the **frontier**, the cells that no other cell beats on retention, batch-32",
+             "speedup and size on disk at once; then **each family's best**, its fastest configuration that keeps",
+             f"at least {KEEP:g}% of the baseline (or whose loss is within noise), or its highest retention when none",
+             "does. Verdicts and intervals are defined under *Definitions* below.", ""]
+    for (_, task, model, machine), members in groups(cells).items():
+        base = next((c for c in members if c.is_baseline), None)
+        lines += [f"### {task}: {machine}", ""]
+        if base is None:
+            lines += ["No baseline on this machine: retention, compression and speedup are not defined.", ""]
+            continue
+        lines += [f"Baseline ({model}): {base.metric} "
+                  f"{_with_ci(base.score, base.score_ci_low, base.score_ci_high)}, {base.size_bytes / 1e6:.1f} MB, "
+                  f"{_num(base.samples_per_s, 1)} samples/s at batch 32; {len(members) - 1} compressed cells.", ""]
+        front = [c for c in frontier(members) if not c.is_baseline]
+        if front:
+            lines += ["Frontier:", "", _table([_answer_row(c) for c in front]), ""]
+        best = best_of_families(members)
+        if best:
+            lines += ["Best of each family:", "", _table([_answer_row(c) for c in best.values()]), ""]
+        plot = plots.get((task, model, machine))
+        if plot:
+            lines += [f"![{task} on {machine}]({plot.relative_to(out_dir).as_posix()})", ""]
+    overviews = [(k, p) for k, p in sorted(plots.items()) if k[0] == "overview"]
+    for (_, model, machine), path in overviews:
+        lines += [f"All tasks, {model} on {machine}:", "", f"![overview]({path.relative_to(out_dir).as_posix()})", ""]
+    return lines
+
+
+def render(preset: str, records: list[tuple[Record, str]], cells: list[Cell], plots: dict[tuple, Path],
+           out_dir: Path) -> str:
+    lines = [f"# benchsuite results: preset `{preset}`", "",
+             "Generated by `benchsuite report` from the records under `results/`; do not edit by hand.",
+             "Every row is also in `summary.csv`.", ""]
+    lines += answer_first(cells, plots, out_dir)
+    lines += ["## Definitions", "", DEFINITIONS, ""]
+    anchors = method_anchors({c.family for c in cells})
+    if anchors:
+        lines += ["Published references for the methods below:", "", *[f"- {a}" for a in anchors], ""]
+    by_key = {c.key: c for c in cells}
+    ok_by_task: dict[str, list[Record]] = defaultdict(list)
+    for record, _ in records:
+        if record.status == "ok":
+            ok_by_task[record.task.name].append(record)
+    for task in sorted({r.task.name for r, _ in records}):
+        lines += _task_section(task, ok_by_task.get(task, []), by_key)
+    failed = sorted(((r, p) for r, p in records if r.status != "ok"), key=lambda x: x[1])
+    if failed:
+        lines += ["## Failed cells", "", "| task | model | compressor | error | record |", "|---|---|---|---|---|"]
+        for r, path in failed:
+            message = (f"{r.error.type}: {r.error.message}" if r.error else "?").replace("|", "\\|")[:160]
+            lines.append(f"| {r.task.name} | {r.model.name} | {r.compressor.name} | {message} | `{path}` |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _machine_line(records: list[Record]) -> str:
+    """Where a table's figures were measured: CPU, threads, torch, and the machine's matmul peaks."""
+    r = records[0]
+    torch_versions = sorted({x.provenance.packages.get("torch") or "?" for x in records})
+    peaks = sorted({_peaks(x.measurements.efficiency) for x in records if x.measurements.efficiency} - {""})
+    peak_text = f"; matmul peak {' / '.join(peaks)}" if peaks else ""
+    return (f"Measured on {r.cell.machine.label()} ({r.provenance.machine.logical_cpus} logical CPUs, "
+            f"torch {', '.join(torch_versions)}){peak_text}.")
+
+
+def _peaks(efficiency: dict[str, Any]) -> str:
+    peak = efficiency.get("matmul_peak") or {}
+    parts = [f"{kind} {_rate(peak[field])}" for kind, field in (("fp32", "fp32_gflops"), ("bf16", "bf16_gflops"),
+                                                              ("fp16", "fp16_gflops"), ("int8", "int8_gops"))
+             if peak.get(field)]
+    return ", ".join(parts) + " G(FL)OP/s" if parts else ""
+
+
+def _rate(gflops: float) -> str:
+    """Whole numbers from 10 up; below that two significant digits (a half-precision peak on AVX2 is ~0.6)."""
+    return f"{gflops:.0f}" if gflops >= 10 else f"{gflops:.2g}"
+
+
+def _task_section(task: str, ok: list[Record], by_key: dict[str, Cell]) -> list[str]:
+    if not ok:
+        return [f"## {task}", "", "No successful cells.", ""]
+    lines = [f"## {task}", "", f"Primary metric: **{ok[0].task.primary_metric}**. Published reference: "
+                               f"{task_anchor(task)}.", ""]
+    by_machine: dict[str, list[Record]] = defaultdict(list)
+    for r in ok:
+        by_machine[r.cell.machine.label()].append(r)
+    for label in sorted(by_machine):
+        records = sorted(by_machine[label], key=lambda r: (r.model.name, r.compressor.name != "baseline",
+                                                           by_key[r.key].label, r.key))
+        lines += [f"### {task}: {label}", "", _machine_line(records), "", "Scores:", "",
+                  _table([_score_row(r, by_key[r.key]) for r in records]), "", "Size, memory and speed:", "",
+                  _table([_measure_row(r, by_key[r.key], _baseline_flops(r, records)) for r in records]), ""]
+    notes = sorted({n for r in ok for n in r.notes})
+    lines += [f"- {note}" for note in notes]
+    if notes:
+        lines.append("")
+    return lines
+
+
+def _baseline_flops(record: Record, records: list[Record]) -> float | None:
+    base = next((r for r in records if r.compressor.name == "baseline" and r.model.name == record.model.name
+                 and r.cell.seed == record.cell.seed), None)
+    return (base.measurements.efficiency or {}).get("flops_per_throughput_pass") if base else None
+
+
+def _name(record: Record, cell: Cell) -> str:
+    return f"{cell.label} `{record.key[:8]}`"
+
+
+def _score_row(record: Record, cell: Cell) -> dict[str, Any]:
+    training = record.baseline.training
+    return {
+        "model": cell.model, "cell": _name(record, cell),
+        **{k: _num(v) for k, v in sorted(record.scores.items())},
+        f"{cell.metric} 95% CI": (f"{cell.score_ci_low:.2f}-{cell.score_ci_high:.2f}"
+                                  if cell.score_ci_low is not None else "n/a"),
+        "retention %": _with_ci(cell.retention, cell.retention_ci_low, cell.retention_ci_high, 1),
+        "verdict": cell.retention_verdict or "n/a",
+        "train rows x epochs": f"{record.data.train.rows_used:,} x {training['epochs']:g}",
+        "eval rows": f"{record.data.eval.rows_used:,}", "seed": cell.seed,
+    }
+
+
+def _measure_row(record: Record, cell: Cell, base_flops: float | None) -> dict[str, Any]:
+    m = record.measurements
+    efficiency = m.efficiency or {}
+    flops, fraction = efficiency.get("flops_per_throughput_pass"), efficiency.get("fraction_of_peak")
+    return {
+        "cell": _name(record, cell),
+        "params": f"{cell.params / 1e6:.2f}M" if cell.params else "n/a",
+        "nonzero": f"{cell.params_nonzero / 1e6:.2f}M" if cell.params_nonzero else "n/a",
+        "size MB": f"{cell.size_bytes / 1e6:.1f}" if cell.size_bytes else "n/a",
+        "gzip MB": f"{cell.gzip_bytes / 1e6:.1f}" if cell.gzip_bytes else "n/a",
+        "smaller": f"{cell.compression:.2f}x" if cell.compression else "n/a",
+        "peak RSS MB": _num(cell.peak_rss_mb, 0),
+        "samples/s": _num(cell.samples_per_s, 1),
+        "speedup b32": _speed(cell),
+        "speedup b1": f"{cell.speedup_b1:.2f}x" if cell.speedup_b1 is not None else "n/a",
+        "latency p50 ms": _num(cell.latency_p50_ms, 1),
+        "% of peak": f"{100 * fraction:.0f} ({efficiency.get('peak_kind', 'fp32')})" if fraction is not None else "n/a",
+        "FLOPs": f"{flops / base_flops:.2f}x" if flops and base_flops else "n/a",
+        "verdict": cell.speed_verdict or "n/a",
+    }
