@@ -24,7 +24,10 @@ from tests import conformance_checks as checks
 from tests.conformance_checks import SEED, supports
 from tests.plugins import PLUGINS
 
-COMPRESSORS = sorted(registered())
+# Under pytest-xdist (--dist loadgroup) every test of one compressor runs on one worker, so its session
+# caches (one smoke run, one compressed model) are built once.
+COMPRESSORS = [pytest.param(name, marks=pytest.mark.xdist_group(f"conformance-{name}"), id=name)
+               for name in sorted(registered())]
 TASK_OF_KIND = {"classification": "sst2", "extractive_qa": "squad", "token_classification": "conll2003"}
 
 
@@ -151,7 +154,7 @@ def baseline_bytes(tmp_path_factory, _compressed):
 
 def test_broken_test_plugins_are_not_in_the_conformance_parametrization():
     # tests/plugins.py holds deliberately broken compressors, registered for single tests only
-    assert not set(PLUGINS) & set(COMPRESSORS)
+    assert not set(PLUGINS) & set(registered())
 
 
 @pytest.mark.parametrize("name", COMPRESSORS)

@@ -87,9 +87,10 @@ def answer_first(cells: list[Cell], plots: dict[tuple, Path], out_dir: Path) -> 
         if base is None:
             lines += ["No baseline on this machine: retention, compression and speedup are not defined.", ""]
             continue
-        lines += [f"Baseline ({model}): {base.metric} "
-                  f"{_with_ci(base.score, base.score_ci_low, base.score_ci_high)}, {base.size_bytes / 1e6:.1f} MB, "
-                  f"{_num(base.samples_per_s, 1)} samples/s at batch 32; {len(members) - 1} compressed cells.", ""]
+        size = f"{base.size_bytes / 1e6:.1f} MB" if base.size_bytes else "size not measured"
+        lines += [f"Baseline ({model}): {base.metric} {_with_ci(base.score, base.score_ci_low, base.score_ci_high)}, "
+                  f"{size}, {_num(base.samples_per_s, 1)} samples/s at batch 32; {len(members) - 1} compressed "
+                  f"cells. Published: {task_anchor(task)}.", ""]
         front = [c for c in frontier(members) if not c.is_baseline]
         if front:
             lines += ["Frontier:", "", _table([_answer_row(c) for c in front]), ""]
