@@ -66,7 +66,7 @@ def _size(cell: Cell) -> str:
 def _answer_row(cell: Cell) -> dict[str, Any]:
     return {"config": f"`{cell.label}`", "family": cell.family,
             "score": _with_ci(cell.score, cell.score_ci_low, cell.score_ci_high),
-            "retention %": _with_ci(cell.retention, cell.retention_ci_low, cell.retention_ci_high, 1),
+            "retention %": _with_ci(cell.retention, cell.retention_ci_low, cell.retention_ci_high),
             "accuracy verdict": cell.retention_verdict or "n/a",
             "speedup b32": _speed(cell), "speed verdict": cell.speed_verdict or "n/a", "size MB": _size(cell)}
 
@@ -194,7 +194,7 @@ def _score_row(record: Record, cell: Cell) -> dict[str, Any]:
         **{k: _num(v) for k, v in sorted(record.scores.items())},
         f"{cell.metric} 95% CI": (f"{cell.score_ci_low:.2f}-{cell.score_ci_high:.2f}"
                                   if cell.score_ci_low is not None else "n/a"),
-        "retention %": _with_ci(cell.retention, cell.retention_ci_low, cell.retention_ci_high, 1),
+        "retention %": _with_ci(cell.retention, cell.retention_ci_low, cell.retention_ci_high),
         "verdict": cell.retention_verdict or "n/a",
         "train rows x epochs": f"{record.data.train.rows_used:,} x {training['epochs']:g}",
         "eval rows": f"{record.data.eval.rows_used:,}", "seed": cell.seed,
