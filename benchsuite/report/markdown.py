@@ -63,6 +63,10 @@ def _size(cell: Cell) -> str:
     return f"{cell.size_bytes / 1e6:.1f}{smaller}"
 
 
+def _count(compressed: int) -> str:
+    return f"{compressed} compressed cell{'' if compressed == 1 else 's'}"
+
+
 def _answer_row(cell: Cell) -> dict[str, Any]:
     return {"config": f"`{cell.label}`", "family": cell.family,
             "score": _with_ci(cell.score, cell.score_ci_low, cell.score_ci_high),
@@ -89,8 +93,8 @@ def answer_first(cells: list[Cell], plots: dict[tuple, Path], out_dir: Path) -> 
             continue
         size = f"{base.size_bytes / 1e6:.1f} MB" if base.size_bytes else "size not measured"
         lines += [f"Baseline ({model}): {base.metric} {_with_ci(base.score, base.score_ci_low, base.score_ci_high)}, "
-                  f"{size}, {_num(base.samples_per_s, 1)} samples/s at batch 32; {len(members) - 1} compressed "
-                  f"cells. Published: {task_anchor(task)}.", ""]
+                  f"{size}, {_num(base.samples_per_s, 1)} samples/s at batch 32; {_count(len(members) - 1)}. "
+                  f"Published: {task_anchor(task)}.", ""]
         front = [c for c in frontier(members) if not c.is_baseline]
         if front:
             lines += ["Frontier:", "", _table([_answer_row(c) for c in front]), ""]
