@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     runner.add_argument("--compressors", type=_compressor_list,
                         help="comma-separated compressors, each 'name' or 'name:key=value,...' (default: the "
                              "preset's: " + "; ".join(f"{p.name}: {','.join(p.compressors)}" for p in PRESETS.values())
-                             + "); see 'benchsuite list compressors'")
+                             + "; showcase: the baseline and dynamic_int8, with reduce_range=false on a CPU with "
+                               "VNNI); see 'benchsuite list compressors'")
     runner.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
                         help=f"data budget and default tasks (default: {DEFAULT_PRESET})")
     runner.add_argument("--max-train", type=int, help="cap training rows per task (sampled with the seed)")

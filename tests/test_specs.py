@@ -380,3 +380,13 @@ def test_the_full_preset_is_the_tasks_of_group_full(tmp_path: Path, monkeypatch:
     _write(tmp_path, "in.yaml", STANDALONE.replace("name: boolq_like\n", "") + "groups: full\n")
     with pytest.raises(UsageError, match="groups must be a list of names"):
         get_preset("full")
+
+
+def test_the_default_run_shows_the_best_int8_for_the_cpu() -> None:
+    from benchsuite.presets import get_preset, showcase
+
+    assert showcase(["avx", "avx2", "fma"]) == ("baseline", "dynamic_int8")  # 8-bit activations would saturate
+    assert showcase(["avx2", "avx512f", "avx512_vnni"]) == ("baseline", "dynamic_int8:reduce_range=false")
+    assert get_preset("quick").compressors == showcase() == get_preset("full").compressors
+    assert get_preset("smoke").compressors == ("baseline",)
+    assert get_preset("quick").limited(max_train=10, max_eval=None).compressors == showcase()
