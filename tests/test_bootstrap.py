@@ -146,3 +146,12 @@ def test_intervals_are_reproducible():
     assert score_interval(statistic("classification", "f1", rows)) == score_interval(
         statistic("classification", "f1", rows))
     assert bootstrap.RESAMPLES == 1000 and bootstrap.LEVEL == 0.95
+
+
+def test_a_score_undefined_on_many_resamples_has_no_interval():
+    # Pearson of 3 examples, two of them identical: a resample drawing one distinct pair or fewer has a constant
+    # side (NaN) far more often than one time in ten.
+    stat = statistic("classification", "pearson", classification_rows([1.0, 1.0, 2.0], [1.0, 1.0, 3.0]))
+    assert stat.point() == pytest.approx(100.0)
+    assert np.isnan(stat.score(resample_counts(3))).mean() > 0.1
+    assert score_interval(stat) is None

@@ -86,9 +86,11 @@ def resample_counts(units: int, *, resamples: int = RESAMPLES, seed: int = SEED)
 
 
 def _percentiles(values: np.ndarray) -> Interval | None:
-    values = values[np.isfinite(values)]
-    if values.size < 0.9 * len(values) or values.size == 0:
+    """The percentile interval; None when the score is undefined (NaN) on more than a tenth of the resamples."""
+    defined = values[np.isfinite(values)]
+    if defined.size == 0 or defined.size < 0.9 * values.size:
         return None
+    values = defined
     tail = 100 * (1 - LEVEL) / 2
     low, high = np.percentile(values, [tail, 100 - tail])
     return Interval(float(low), float(high))
