@@ -103,13 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
-
-    def of(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "not installed"
+    from benchsuite.records import _version as of  # noqa: PLC0415 (the version records hold)
 
     return f"benchsuite {of('benchsuite')} (torch {of('torch')}, transformers {of('transformers')})"
 

@@ -94,7 +94,7 @@ def _load_split(spec: TaskSpec, split: str) -> tuple[datasets.Dataset, str]:
     ds = spec.dataset
     root = data_dir()
     if root is not None:
-        path = root / ds.repo_id / ds.config / f"{split}.parquet"
+        path = _mirror_path(root, spec, split)
         if not path.is_file():
             listed = _manifest_missing(ds.repo_id, ds.config, split)
             if listed:  # known absent: the spec's fallback, if it has one, may stand in
@@ -182,6 +182,10 @@ def _file_sha256(path: Path) -> str:
     return _SHA_CACHE[key]
 
 
+def _mirror_path(root: Path, spec: TaskSpec, split: str) -> Path:
+    return root / spec.dataset.repo_id / spec.dataset.config / f"{split}.parquet"
+
+
 def _manifest() -> dict[str, Any]:
     """The mirror's MANIFEST.json ({} when the mirror has none); an unreadable one is an error, since it
     holds the checksums and the list of splits known to be missing."""
@@ -233,8 +237,7 @@ def local_availability(spec: TaskSpec) -> str:
     if root is None:
         return f"Hub (set {DATA_DIR_ENV} for a local mirror)"
     ds = spec.dataset
-    missing = [s for s in (ds.train_split, ds.eval_split) if not (root / ds.repo_id / ds.config / f"{s}.parquet")
-               .is_file()]
+    missing = [s for s in (ds.train_split, ds.eval_split) if not _mirror_path(root, spec, s).is_file()]
     if not missing:
         return ""
     if missing == [ds.train_split] and ds.train_fallback and _manifest_missing(ds.repo_id, ds.config, ds.train_split):
