@@ -74,3 +74,33 @@ def build_entry(root: Path, kind: str, key: str, inputs: dict[str, Any],
         raise
     meta["path"] = str(final)
     return meta
+
+
+def pack_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry as plain data (its files' bytes and metadata), to ship to a machine whose cache lacks it:
+    the Ray executor sends fine-tuned baselines and teacher outputs this way when there is no shared file
+    system."""
+    folder = Path(entry["path"])
+    files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != "entry.json"}
+    meta = {k: v for k, v in entry.items() if k != "path"}
+    return {"kind": folder.parent.name, "meta": meta, "files": files}
+
+
+def install_entry(root: Path, packed: dict[str, Any], *, payload: str = WEIGHTS) -> dict[str, Any]:
+    """Put a packed entry into the cache under ``root`` (unless an intact copy is there) and return its
+    metadata; the payload's checksum must match the one it was packed with."""
+    kind, meta = packed["kind"], packed["meta"]
+    found = cached_entry(root, kind, meta["key"], payload=payload)
+    if found is not None:
+        return found
+
+    def write(folder: Path) -> dict[str, Any]:
+        for name, data in packed["files"].items():
+            (folder / name).write_bytes(data)
+        return meta["stats"]
+
+    entry = build_entry(root, kind, meta["key"], meta["inputs"], write, payload=payload)
+    if entry["weights_sha256"] != meta["weights_sha256"]:
+        shutil.rmtree(entry["path"], ignore_errors=True)
+        raise RuntimeError(f"cache entry {kind}/{meta['key']} arrived damaged: its payload's sha256 does not match")
+    return entry

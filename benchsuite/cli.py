@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     runner.add_argument("--force", action="store_true", help="redo cells that already have a record")
     runner.add_argument("--cell-timeout", type=float, metavar="SECONDS",
                         help="fail a cell (compress, evaluate, measure) that runs longer; the run goes on")
+    runner.add_argument("--executor", choices=["serial", "ray"], default="serial",
+                        help="serial: every cell in this process, one after another (default); ray: each cell a "
+                             "Ray task reserving --threads CPUs, on a local Ray instance or --ray-address "
+                             "(pip install -e \".[ray]\"); the same records either way")
+    runner.add_argument("--ray-address", metavar="ADDRESS",
+                        help="the Ray cluster to run on ('auto', or the address 'ray start --head' printed); "
+                             "default: start a local instance on this machine's cores")
 
     reporter = sub.add_parser("report", help="write reports/<preset>.md, its plots and reports/summary.csv from the "
                                              "records")
@@ -230,7 +237,14 @@ def _run(args: argparse.Namespace) -> int:
     )
     if args.cell_timeout is not None and args.cell_timeout <= 0:
         raise UsageError(f"--cell-timeout must be > 0 seconds, got {args.cell_timeout}")
-    summary = run(opts)
+    if args.ray_address is not None and args.executor != "ray":
+        raise UsageError("--ray-address needs --executor ray")
+    if args.executor == "ray":
+        from benchsuite.ray_executor import RayOptions, run_on_ray
+
+        summary = run_on_ray(opts, RayOptions(address=args.ray_address, cpus_per_cell=args.threads))
+    else:
+        summary = run(opts)
     busy = f", {len(summary.busy)} being computed by another run" if summary.busy else ""
     print(f"{len(summary.written)} written, {len(summary.skipped)} already done, {len(summary.failed)} failed{busy} "
           f"(records under {args.results_dir})")

@@ -141,6 +141,17 @@ class MachineInfo:
 
 
 @dataclass(frozen=True)
+class ExecutorInfo:
+    """Which executor ran the cell and, on Ray, where: cells sharing a node share its cores and memory
+    bandwidth, so the reader of a speed figure needs both counts."""
+
+    name: str  # "serial" (in-process) or "ray"
+    node: str | None = None  # the Ray node's IP address
+    node_cpus: int | None = None  # CPUs the node offers to Ray
+    cell_cpus: int | None = None  # CPUs the cell reserved there (its torch threads)
+
+
+@dataclass(frozen=True)
 class Provenance:
     time_utc: str
     packages: dict[str, str | None]
@@ -148,11 +159,14 @@ class Provenance:
     git: GitInfo
     machine: MachineInfo
     seed: int
+    executor: ExecutorInfo | None = None  # None in records written before executors were recorded
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Provenance:
+        executor = data.get("executor")
         return _build(cls, {**data, "git": _build(GitInfo, data["git"]),
-                            "machine": _build(MachineInfo, data["machine"])})
+                            "machine": _build(MachineInfo, data["machine"]),
+                            "executor": _build(ExecutorInfo, executor) if executor else None})
 
 
 @dataclass(frozen=True)
@@ -368,7 +382,7 @@ def upgrade_files(results_dir: Path, *, defaults: Callable[[str], dict[str, Any]
 # --- provenance ---------------------------------------------------------------------------------
 
 
-def provenance(seed: int) -> Provenance:
+def provenance(seed: int, executor: ExecutorInfo = ExecutorInfo(name="serial")) -> Provenance:  # noqa: B008 (frozen)
     import torch  # noqa: PLC0415
 
     return Provenance(
@@ -379,6 +393,7 @@ def provenance(seed: int) -> Provenance:
         machine=MachineInfo(platform=platform.platform(), cpu=cpu_model(), cpu_vector_flags=cpu_vector_flags(),
                             logical_cpus=os.cpu_count(), torch_threads=torch.get_num_threads()),
         seed=seed,
+        executor=executor,
     )
 
 

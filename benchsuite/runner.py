@@ -41,6 +41,7 @@ from benchsuite.records import (
     CompressorInfo,
     DataInfo,
     ErrorInfo,
+    ExecutorInfo,
     Measurements,
     ModelInfo,
     Record,
@@ -59,6 +60,7 @@ from benchsuite.train import fine_tune
 log = logging.getLogger("benchsuite")
 
 TRAIN_CODE_VERSION = 1  # bump when the training loop changes what weights it produces
+SERIAL = ExecutorInfo(name="serial")
 
 
 @dataclass(frozen=True)
@@ -84,32 +86,47 @@ class RunSummary:
 
 
 def run(opts: RunOptions) -> RunSummary:
-    """Validate everything the run needs up front, then score cell after cell."""
+    """Validate everything the run needs up front, then score cell after cell in this process."""
     specs = [load_task(name) for name in opts.tasks]
     compressors = [build_compressor(name) for name in opts.compressors]
     ref = resolve_model(opts.model)
     provenance(opts.seed)  # pins the git state read at start into every record of this run
     summary = RunSummary()
     for spec in specs:
-        _run_task(spec, compressors, ref, opts, summary)
+        _run_task(setup_task(spec, ref, opts), compressors, opts, summary)
     return summary
 
 
-def _run_task(spec: TaskSpec, compressors: list[Compressor], ref: ModelRef, opts: RunOptions,
-              summary: RunSummary) -> None:
+@dataclass(frozen=True)
+class TaskSetup:
+    """What every cell of a task shares: the spec, the model, the rows selected and the fine-tuning settings."""
+
+    spec: TaskSpec
+    ref: ModelRef
+    data: TaskData
+    train_cfg: TrainConfig
+
+    def kind(self) -> TaskKind:
+        return task_kind(self.spec, load_tokenizer(self.ref, max_length=self.spec.max_length))
+
+
+def setup_task(spec: TaskSpec, ref: ModelRef, opts: RunOptions) -> TaskSetup:
     budget = opts.preset.budget(spec.name)
     data = load_task_data(spec, max_train=budget.max_train, max_eval=budget.max_eval, seed=opts.seed)
-    train_cfg = _train_config(spec, budget)
-    keys = {c: cell_key(spec, ref, data, train_cfg, c, opts) for c in compressors}
+    return TaskSetup(spec=spec, ref=ref, data=data, train_cfg=_train_config(spec, budget))
+
+
+def _run_task(setup: TaskSetup, compressors: list[Compressor], opts: RunOptions, summary: RunSummary) -> None:
+    spec, ref = setup.spec, setup.ref
+    keys = {c: cell_key(spec, ref, setup.data, setup.train_cfg, c, opts) for c in compressors}
     cells = {c: record_path(opts.results_dir, key, ref.slug) for c, key in keys.items()}
-    todo = [c for c, path in cells.items() if opts.force or not _done(path)]
+    todo = [c for c, path in cells.items() if opts.force or not is_done(path)]
     summary.skipped += [cells[c] for c in compressors if c not in todo]
     if not todo:
         log.info("%s: every cell already has a record on this machine; --force redoes them", spec.name)
         return
-    tokenizer = load_tokenizer(ref, max_length=spec.max_length)
-    kind = task_kind(spec, tokenizer)
-    baseline = _fine_tuned_baseline(spec, kind, ref, data, train_cfg, opts)
+    kind = setup.kind()
+    baseline = fine_tuned_baseline(setup, kind, opts)
     for compressor in todo:
         path = cells[compressor]
         with cell_lock(path) as held:
@@ -117,15 +134,23 @@ def _run_task(spec: TaskSpec, compressors: list[Compressor], ref: ModelRef, opts
                 log.warning("%s / %s: another run is computing this cell (%s.lock holds its pid); skipping it",
                             spec.name, compressor.name, path.name)
                 summary.busy.append(path)
-            elif not opts.force and _done(path):  # another run finished it while this one worked
+            elif not opts.force and is_done(path):  # another run finished it while this one worked
                 summary.skipped.append(path)
             else:
-                _run_cell(path, keys[compressor], compressor, spec, kind, data, ref, baseline, opts, summary)
+                record = run_cell(path, keys[compressor], compressor, setup, kind, baseline, opts)
+                (summary.written if record.status == "ok" else summary.failed).append(path)
+
+
+def this_machine(threads: int | None = None) -> MachineKey:
+    """This machine as a cell key names it, with ``threads`` torch threads (default: the current count)."""
+    return MachineKey(cpu=cpu_model(), cpu_vector_flags=tuple(cpu_vector_flags()),
+                      torch_threads=threads or torch.get_num_threads())
 
 
 def cell_key(spec: TaskSpec, ref: ModelRef, data: TaskData, train_cfg: TrainConfig, compressor: Compressor,
-             opts: RunOptions) -> CellKey:
-    """Everything that decides this cell's result, on this machine (see :mod:`benchsuite.cellkey`)."""
+             opts: RunOptions, *, machine: MachineKey | None = None) -> CellKey:
+    """Everything that decides this cell's result, on ``machine`` (default: this one; see
+    :mod:`benchsuite.cellkey`)."""
     return CellKey(
         preset=opts.preset.name, task=spec.name, task_spec_digest=spec.digest(), task_version=spec.version,
         model=ref.name, model_weights_sha256=ref.weights_sha256,
@@ -135,8 +160,7 @@ def cell_key(spec: TaskSpec, ref: ModelRef, data: TaskData, train_cfg: TrainConf
                           selection_sha256=data.eval_info.selection_sha256, rows_used=data.eval_info.rows_used),
         epochs=float(train_cfg.epochs), seed=opts.seed, compressor=compressor.name,
         config_hash=compressor.config.config_hash(), provider=provider(compressor),
-        machine=MachineKey(cpu=cpu_model(), cpu_vector_flags=tuple(cpu_vector_flags()),
-                           torch_threads=torch.get_num_threads()),
+        machine=machine or this_machine(),
     )
 
 
@@ -146,14 +170,15 @@ def provider(compressor: Compressor) -> str:
     return entry.origin if entry is not None else f"{type(compressor).__module__} (not registered)"
 
 
-def _run_cell(path: Path, key: CellKey, compressor: Compressor, spec: TaskSpec, kind: TaskKind, data: TaskData,
-              ref: ModelRef, baseline: dict, opts: RunOptions, summary: RunSummary) -> None:
-    """Score one cell and write its record, ok or failed (error, traceback), atomically."""
+def new_record(key: CellKey, compressor: Compressor, setup: TaskSetup, baseline: dict, opts: RunOptions,
+               executor: ExecutorInfo = SERIAL) -> Record:
+    """The record of a cell before it is scored: what it is, what it was built from, where it ran."""
+    spec, ref, data = setup.spec, setup.ref, setup.data
     described = compressor.describe()
     info = CompressorInfo(name=described["name"], config=described["config"], config_hash=described["config_hash"],
                           changed=described["changed"], provider=key.provider, compute=compressor.compute,
                           save_format=compressor.save_format, family=compressor.family)
-    record = Record(
+    return Record(
         schema_version=SCHEMA_VERSION, status="ok", preset=opts.preset.name, key=key.digest(), cell=key,
         task=TaskInfo(name=spec.name, kind=spec.kind, version=spec.version, spec_digest=spec.digest(),
                       primary_metric=spec.primary_metric, source=Path(spec.source).name),
@@ -161,28 +186,41 @@ def _run_cell(path: Path, key: CellKey, compressor: Compressor, spec: TaskSpec, 
         compressor=info,
         data=DataInfo(train=data.train_info, eval=data.eval_info),
         baseline=BaselineInfo(**{k: v for k, v in baseline.items() if k != "path"}),
-        provenance=provenance(opts.seed),
+        provenance=provenance(opts.seed, executor),
+        notes=[n for n in (data.train_info.note, data.eval_info.note) if n],
     )
-    notes = [n for n in (data.train_info.note, data.eval_info.note) if n]
+
+
+def fail(record: Record, error: ErrorInfo, executor: ExecutorInfo = SERIAL, *, seed: int) -> Record:
+    """``record`` as a failed cell: its error instead of scores and measurements."""
+    record.status = "failed"
+    record.error = error
+    record.provenance = provenance(seed, executor)
+    return record
+
+
+def run_cell(path: Path, key: CellKey, compressor: Compressor, setup: TaskSetup, kind: TaskKind, baseline: dict,
+             opts: RunOptions, executor: ExecutorInfo = SERIAL) -> Record:
+    """Score one cell and write its record, ok or failed (error, traceback), atomically; return it."""
+    record = new_record(key, compressor, setup, baseline, opts, executor)
+    notes = list(record.notes)
     try:
         with time_limit(opts.cell_timeout):
-            _score_cell(record, compressor, spec, kind, data, baseline, opts, path)
+            _score_cell(record, compressor, setup.spec, kind, setup.data, baseline, opts, path, executor)
         record.notes = notes + record.notes
-        summary.written.append(path)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # isolate the cell (a raising compressor, MemoryError, the time limit): go on
-        log.error("%s / %s failed: %s: %s", spec.name, compressor.name, type(exc).__name__, exc)
-        record.status = "failed"
+        log.error("%s / %s failed: %s: %s", setup.spec.name, compressor.name, type(exc).__name__, exc)
         record.notes = notes
-        record.error = ErrorInfo(type=type(exc).__name__, message=str(exc), traceback=traceback.format_exc())
-        record.provenance = provenance(opts.seed)
-        summary.failed.append(path)
+        fail(record, ErrorInfo(type=type(exc).__name__, message=str(exc), traceback=traceback.format_exc()),
+             executor, seed=opts.seed)
     write_json_atomic(path, record.to_json())
+    return record
 
 
 def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: TaskKind, data: TaskData,
-                baseline: dict, opts: RunOptions, path: Path) -> None:
+                baseline: dict, opts: RunOptions, path: Path, executor: ExecutorInfo) -> None:
     if compressor.supported_kinds is not None and spec.kind not in compressor.supported_kinds:
         raise ValueError(f"{compressor.name} does not support {spec.kind} tasks "
                          f"(it supports {sorted(compressor.supported_kinds)})")
@@ -202,10 +240,8 @@ def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: Ta
         return [model_inputs(f) for f in train_data()]
 
     def outputs() -> TeacherOutputs:
-        return teacher_outputs(lambda: load_model(kind.auto_class, teacher_path), train_data(), names=kind.outputs,
-                               per_token=kind.per_token, pad_token_id=kind.tokenizer.pad_token_id,
-                               cache_dir=opts.cache_dir, teacher_key=baseline["cache_key"],
-                               batch_size=opts.eval_batch_size)
+        return teacher_outputs(lambda: load_model(kind.auto_class, teacher_path), train_data(),
+                               **teacher_settings(kind, baseline, opts))
 
     context = CompressionContext(
         needs=compressor.NEEDS, task=spec, tokenizer=kind.tokenizer, seed=opts.seed,
@@ -243,7 +279,14 @@ def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: Ta
     record.notes = list(evaluation.notes)
     if undefined:
         record.notes.append(f"{', '.join(undefined)} undefined (constant predictions or references): null")
-    record.provenance = provenance(opts.seed)
+    record.provenance = provenance(opts.seed, executor)
+
+
+def teacher_settings(kind: TaskKind, baseline: dict, opts: RunOptions) -> dict:
+    """How a task's teacher outputs are computed and cached (the keyword arguments of
+    :func:`~benchsuite.distillation.teacher.teacher_outputs`), in one place for every executor."""
+    return {"names": kind.outputs, "per_token": kind.per_token, "pad_token_id": kind.tokenizer.pad_token_id,
+            "cache_dir": opts.cache_dir, "teacher_key": baseline["cache_key"], "batch_size": opts.eval_batch_size}
 
 
 def _train_config(spec: TaskSpec, budget: Budget) -> TrainConfig:
@@ -251,9 +294,9 @@ def _train_config(spec: TaskSpec, budget: Budget) -> TrainConfig:
     return replace(spec.train, epochs=budget.epochs) if budget.epochs is not None else spec.train
 
 
-def _fine_tuned_baseline(spec: TaskSpec, kind: TaskKind, ref: ModelRef, data: TaskData, train_cfg: TrainConfig,
-                         opts: RunOptions) -> dict:
+def fine_tuned_baseline(setup: TaskSetup, kind: TaskKind, opts: RunOptions) -> dict:
     """The task's fine-tuned model from the cache, training it first on a miss."""
+    spec, ref, data, train_cfg = setup.spec, setup.ref, setup.data, setup.train_cfg
     spec_json = spec.to_json()
     inputs = {
         "train_code_version": TRAIN_CODE_VERSION,
@@ -285,7 +328,7 @@ def _fine_tuned_baseline(spec: TaskSpec, kind: TaskKind, ref: ModelRef, data: Ta
             "training": entry["stats"], "path": entry["path"]}
 
 
-def _done(path: Path) -> bool:
+def is_done(path: Path) -> bool:
     if not path.is_file():
         return False
     try:

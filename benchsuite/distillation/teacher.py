@@ -22,6 +22,7 @@ from benchsuite import cache
 from benchsuite.engine import INPUT_KEYS, forward_all
 
 PAYLOAD = "outputs.safetensors"
+KIND = "teacher_outputs"  # the cache folder
 CODE_VERSION = 1  # bump when what is stored changes
 
 
@@ -62,23 +63,9 @@ def teacher_outputs(load_teacher: Callable[[], torch.nn.Module], features: Seque
                     batch_size: int = 64) -> TeacherOutputs:
     """The teacher's ``names`` outputs on ``features``, from the cache or computed (and cached) now;
     ``load_teacher`` is called only on a cache miss."""
-    inputs = {"code_version": CODE_VERSION, "teacher": teacher_key, "features_sha256": features_sha256(features),
-              "names": list(names), "per_token": per_token}
-    key = cache.key_of(inputs)
-    entry = cache.cached_entry(cache_dir, "teacher_outputs", key, payload=PAYLOAD)
-    if entry is None:
-        def build(folder: Path) -> dict:
-            outputs, stats = forward_all(load_teacher(), features, output_names=list(names), batch_size=batch_size,
-                                         pad_token_id=pad_token_id, per_token=per_token,
-                                         desc="teacher outputs on the training data")
-            flat = {name: np.concatenate([np.asarray(v, dtype=np.float32).reshape(-1) for v in outputs[name]])
-                    for name in names}
-            shapes = {name: np.asarray([np.shape(v) for v in outputs[name]], dtype=np.int64).reshape(len(features), -1)
-                      for name in names}
-            save_file({**flat, **{f"{n}.shapes": s for n, s in shapes.items()}}, str(folder / PAYLOAD))
-            return {"features": len(features), "seconds": round(stats.seconds, 3)}
-
-        entry = cache.build_entry(cache_dir, "teacher_outputs", key, inputs, build, payload=PAYLOAD)
+    entry = teacher_outputs_entry(load_teacher, features, names=names, per_token=per_token,
+                                  pad_token_id=pad_token_id, cache_dir=cache_dir, teacher_key=teacher_key,
+                                  batch_size=batch_size)
     stored = load_file(str(Path(entry["path"]) / PAYLOAD))
     values = {}
     for name in names:
@@ -89,3 +76,28 @@ def teacher_outputs(load_teacher: Callable[[], torch.nn.Module], features: Seque
     if len(values[names[0]]) != len(features):
         raise RuntimeError(f"cached teacher outputs hold {len(values[names[0]])} rows for {len(features)} features")
     return TeacherOutputs(tuple(names), per_token, values)
+
+
+def teacher_outputs_entry(load_teacher: Callable[[], torch.nn.Module], features: Sequence[dict], *,
+                          names: Sequence[str], per_token: bool, pad_token_id: int, cache_dir: Path, teacher_key: str,
+                          batch_size: int = 64) -> dict:
+    """The cache entry (:mod:`benchsuite.cache`) holding the teacher's outputs on ``features``, built on a miss."""
+    inputs = {"code_version": CODE_VERSION, "teacher": teacher_key, "features_sha256": features_sha256(features),
+              "names": list(names), "per_token": per_token}
+    key = cache.key_of(inputs)
+    entry = cache.cached_entry(cache_dir, KIND, key, payload=PAYLOAD)
+    if entry is not None:
+        return entry
+
+    def build(folder: Path) -> dict:
+        outputs, stats = forward_all(load_teacher(), features, output_names=list(names), batch_size=batch_size,
+                                     pad_token_id=pad_token_id, per_token=per_token,
+                                     desc="teacher outputs on the training data")
+        flat = {name: np.concatenate([np.asarray(v, dtype=np.float32).reshape(-1) for v in outputs[name]])
+                for name in names}
+        shapes = {name: np.asarray([np.shape(v) for v in outputs[name]], dtype=np.int64).reshape(len(features), -1)
+                  for name in names}
+        save_file({**flat, **{f"{n}.shapes": s for n, s in shapes.items()}}, str(folder / PAYLOAD))
+        return {"features": len(features), "seconds": round(stats.seconds, 3)}
+
+    return cache.build_entry(cache_dir, KIND, key, inputs, build, payload=PAYLOAD)
