@@ -124,6 +124,27 @@ def test_a_packed_entry_installs_on_a_node_without_it_and_refuses_damage(tmp_pat
     assert cache.cached_entry(tmp_path / "c", "finetuned", "k1") is None
 
 
+def test_a_cell_on_a_node_without_the_baseline_installs_it_from_the_object_store(local_ray, tmp_path):
+
+    from benchsuite.presets import get_preset
+    from benchsuite.ray_executor import _local_baseline
+    from benchsuite.runner import RunOptions
+
+    def build(folder: Path) -> dict:
+        (folder / cache.WEIGHTS).write_bytes(b"fine-tuned" * 50)
+        return {"seconds": 2.0}
+
+    entry = cache.build_entry(tmp_path / "head", "finetuned", "k2", {"y": 2}, build)
+    baseline = {"cache_key": "k2", "reused_from_cache": False}
+    opts = RunOptions(tasks=("sst2",), compressors=("baseline",), preset=get_preset("smoke"),
+                      results_dir=tmp_path / "r", cache_dir=tmp_path / "node")
+    local = _local_baseline(opts, baseline, [ray.put(cache.pack_entry(entry))])
+    assert Path(local["path"]) == tmp_path / "node" / "finetuned" / "k2"
+    assert (Path(local["path"]) / cache.WEIGHTS).read_bytes() == b"fine-tuned" * 50
+    # Where the node has it, the object store is not read.
+    assert _local_baseline(opts, baseline, [None])["path"] == local["path"]
+
+
 def test_ray_address_needs_the_ray_executor(tiny_model, data_env, capsys):
     assert main(["run", "--preset", "smoke", "--model", str(tiny_model), "--ray-address", "auto"]) == 2
     assert "--ray-address needs --executor ray" in capsys.readouterr().err
