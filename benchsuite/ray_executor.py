@@ -33,7 +33,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ from benchsuite.models import load_model, resolve_model
 from benchsuite.records import (
     ErrorInfo,
     ExecutorInfo,
+    Provenance,
     predictions_path,
     provenance,
     record_path,
@@ -98,6 +99,7 @@ class _Cell:
     baseline: Any  # ObjectRef of the task's baseline description
     key: CellKey | None = None  # the key its worker computed, once it has started
     executor: ExecutorInfo = field(default_factory=lambda: ExecutorInfo(name="ray"))
+    provenance: Provenance | None = None  # the worker's machine and packages, once it has started
 
 
 def run_on_ray(opts: RunOptions, ray_opts: RayOptions,
@@ -131,8 +133,6 @@ def run_on_ray(opts: RunOptions, ray_opts: RayOptions,
 
 def _absolute(opts: RunOptions) -> RunOptions:
     """Workers do not share the driver's working directory: give them absolute paths."""
-    from dataclasses import replace  # noqa: PLC0415
-
     return replace(opts, results_dir=opts.results_dir.resolve(), cache_dir=opts.cache_dir.expanduser().resolve())
 
 
@@ -274,7 +274,7 @@ class _Driver:
         if what == "skipped":
             self.summary.skipped.append(path)
         elif what == "started":
-            cell.executor = message[3]
+            cell.executor, cell.provenance = message[3], message[4]
             log.info("%s / %s started on %s", cell.setup.spec.name, cell.compressor.name, cell.executor.node)
             if self.on_start is not None:
                 self.on_start(cell.key, message[2])
@@ -301,8 +301,11 @@ class _Driver:
                                 "the cluster's first machine kind")
         error = ErrorInfo(type=type(exc).__name__, message=str(exc).splitlines()[0] if str(exc) else "",
                           traceback=str(exc))
+        fail(record, error, cell.executor, seed=self.opts.seed)
+        if cell.provenance is not None:  # the worker's machine and packages, not the driver's
+            record.provenance = replace(cell.provenance, time_utc=record.provenance.time_utc)
         path = record_path(self.opts.results_dir, key, cell.setup.ref.slug)
-        write_json_atomic(path, fail(record, error, cell.executor, seed=self.opts.seed).to_json())
+        write_json_atomic(path, record.to_json())
         log.error("%s / %s failed: %s: %s", name, compressor.name, error.type, error.message)
         self.summary.failed.append(path)
 
@@ -349,8 +352,8 @@ def _teacher_task(spec: TaskSpec, opts: RunOptions, cpus: int, baseline: dict, p
 
 def _cell_task(spec: TaskSpec, compressor_spec: str, opts: RunOptions, cpus: int, done: frozenset[str],
                baseline: dict, packed: list, teacher_key: str | None, teacher: list | None):
-    """One cell on this node: yields ("skipped", key), or ("started", key, pid, executor) and then
-    ("done", key, record text, predictions text or None)."""
+    """One cell on this node: yields ("skipped", key), or ("started", key, pid, executor, provenance) and
+    then ("done", key, record text, predictions text or None)."""
     import ray  # noqa: PLC0415
 
     setup = _worker_setup(spec, opts, cpus)
@@ -363,7 +366,7 @@ def _cell_task(spec: TaskSpec, compressor_spec: str, opts: RunOptions, cpus: int
     node = next((n for n in ray.nodes() if n["NodeID"] == context.get_node_id()), {})
     executor = ExecutorInfo(name="ray", node=node.get("NodeManagerAddress"),
                             node_cpus=int(node.get("Resources", {}).get("CPU", 0)) or None, cell_cpus=cpus)
-    yield ("started", key.to_json(), os.getpid(), executor)
+    yield ("started", key.to_json(), os.getpid(), executor, provenance(opts.seed, executor))
     baseline = _local_baseline(opts, baseline, packed)
     if teacher is not None and cache.cached_entry(opts.cache_dir, TEACHER_KIND, teacher_key,
                                                   payload=TEACHER_PAYLOAD) is None:
