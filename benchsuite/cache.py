@@ -76,14 +76,13 @@ def build_entry(root: Path, kind: str, key: str, inputs: dict[str, Any],
     return meta
 
 
-def pack_entry(entry: dict[str, Any]) -> dict[str, Any]:
-    """An entry as plain data (its files' bytes and metadata), to ship to a machine whose cache lacks it:
-    the Ray executor sends fine-tuned baselines and teacher outputs this way when there is no shared file
-    system."""
-    folder = Path(entry["path"])
+def pack_entry(folder: str | Path) -> dict[str, Any]:
+    """The entry in ``folder`` as plain data (its files' bytes and ``entry.json``), to ship to a machine whose
+    cache lacks it: the Ray executor sends fine-tuned baselines and teacher outputs this way when there is no
+    shared file system. The checksum is the one the entry was built with, not read again here."""
+    folder = Path(folder)
     files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != "entry.json"}
-    meta = {k: v for k, v in entry.items() if k != "path"}
-    return {"kind": folder.parent.name, "meta": meta, "files": files}
+    return {"kind": folder.parent.name, "meta": json.loads((folder / "entry.json").read_text()), "files": files}
 
 
 def install_entry(root: Path, packed: dict[str, Any], *, payload: str = WEIGHTS) -> dict[str, Any]:

@@ -188,23 +188,21 @@ class _Driver:
         baseline_task = remote(_baseline_task).options(num_returns=2)
         teacher_task = remote(_teacher_task).options(num_returns=2)
         cell_task = remote(_cell_task)
-        specs = {id(c): s for s, c in compressors}
         pending: dict[Any, _Cell] = {}
         with contextlib.ExitStack() as locks:
             for setup in setups:
-                cells = self._plan(setup, [c for _, c in compressors], locks)
+                done = self._done_digests(setup)
+                cells = self._plan(setup, compressors, done, locks)
                 if not cells:
                     continue
                 info, packed = baseline_task.remote(setup.spec, self.opts, self.cpus)
                 teacher = None
-                if any("teacher_outputs" in c.NEEDS for c in cells):
+                if any("teacher_outputs" in c.NEEDS for _, c, _ in cells):
                     teacher = teacher_task.remote(setup.spec, self.opts, self.cpus, info, [packed])
-                done = self._done_digests(setup)
-                for compressor in cells:
-                    generator = cell_task.remote(setup.spec, specs[id(compressor)], self.opts, self.cpus, done, info,
-                                                 [packed], teacher[0] if teacher else None,
-                                                 [teacher[1]] if teacher else None)
-                    pending[generator] = _Cell(setup, compressor, cells[compressor], info)
+                for spec, compressor, keys in cells:
+                    generator = cell_task.remote(setup.spec, spec, self.opts, self.cpus, done, info, [packed],
+                                                 teacher[0] if teacher else None, [teacher[1]] if teacher else None)
+                    pending[generator] = _Cell(setup, compressor, keys, info)
             self._collect(pending)
         if self.baseline_errors:
             first = next(iter(self.baseline_errors.items()))
@@ -212,25 +210,26 @@ class _Driver:
                                f"records: {first[1]}")
         return self.summary
 
-    def _plan(self, setup: TaskSetup, compressors: list[Compressor],
-              locks: contextlib.ExitStack) -> dict[Compressor, list[CellKey]]:
-        """The task's cells to compute, each with its key on every machine kind, their locks held."""
+    def _plan(self, setup: TaskSetup, compressors: list[tuple[str, Compressor]], done: frozenset[str],
+              locks: contextlib.ExitStack) -> list[tuple[str, Compressor, list[CellKey]]]:
+        """The task's cells to compute (compressor spec, compressor, its key on every machine kind), their
+        locks held; ``done`` holds the key digests of the task's ok records."""
         spec, ref = setup.spec, setup.ref
-        todo = {}
-        for compressor in compressors:
+        todo = []
+        for name, compressor in compressors:
             keys = [cell_key(spec, ref, setup.data, setup.train_cfg, compressor, self.opts, machine=m)
                     for m in self.machines]
             paths = [record_path(self.opts.results_dir, k, ref.slug) for k in keys]
-            done = [p for p in paths if is_done(p)]
-            if done and not self.opts.force:
-                self.summary.skipped.append(done[0])
+            finished = [p for k, p in zip(keys, paths, strict=True) if k.digest() in done]
+            if finished and not self.opts.force:
+                self.summary.skipped.append(finished[0])
                 continue
             held = [locks.enter_context(cell_lock(p)) for p in paths]
             if not all(held):
                 log.warning("%s / %s: another run is computing this cell; skipping it", spec.name, compressor.name)
                 self.summary.busy.append(paths[0])
                 continue
-            todo[compressor] = keys
+            todo.append((name, compressor, keys))
         if not todo:
             log.info("%s: every cell already has a record on a machine of this cluster; --force redoes them",
                      spec.name)
@@ -291,8 +290,9 @@ class _Driver:
         try:
             baseline = self.ray.get(cell.baseline)
         except self.ray.exceptions.RayError as baseline_exc:  # no baseline: no cells, as serially
-            self.baseline_errors.setdefault(name, baseline_exc)
-            log.error("%s: the baseline's fine-tuning failed; its cells are not scored", name)
+            if name not in self.baseline_errors:
+                self.baseline_errors[name] = baseline_exc
+                log.error("%s: the baseline's fine-tuning failed; its cells are not scored", name)
             return
         key = cell.key or cell.predicted[0]
         record = new_record(key, compressor, cell.setup, baseline, self.opts, cell.executor)
@@ -325,8 +325,7 @@ def _baseline_task(spec: TaskSpec, opts: RunOptions, cpus: int) -> tuple[dict, d
     """The task's fine-tuned baseline: its description, and its cache entry packed for other nodes."""
     setup = _worker_setup(spec, opts, cpus)
     baseline = fine_tuned_baseline(setup, setup.kind(), opts)
-    entry = cache.cached_entry(opts.cache_dir, "finetuned", baseline["cache_key"])
-    return {k: v for k, v in baseline.items() if k != "path"}, cache.pack_entry(entry)
+    return {k: v for k, v in baseline.items() if k != "path"}, cache.pack_entry(baseline["path"])
 
 
 def _local_baseline(opts: RunOptions, baseline: dict, packed: list) -> dict:
@@ -347,7 +346,7 @@ def _teacher_task(spec: TaskSpec, opts: RunOptions, cpus: int, baseline: dict, p
     baseline = _local_baseline(opts, baseline, packed)
     entry = teacher_outputs_entry(lambda: load_model(kind.auto_class, baseline["path"]),
                                   kind.train_features(setup.data.train), **teacher_settings(kind, baseline, opts))
-    return entry["key"], cache.pack_entry(entry)
+    return entry["key"], cache.pack_entry(entry["path"])
 
 
 def _cell_task(spec: TaskSpec, compressor_spec: str, opts: RunOptions, cpus: int, done: frozenset[str],

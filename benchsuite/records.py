@@ -382,7 +382,10 @@ def upgrade_files(results_dir: Path, *, defaults: Callable[[str], dict[str, Any]
 # --- provenance ---------------------------------------------------------------------------------
 
 
-def provenance(seed: int, executor: ExecutorInfo = ExecutorInfo(name="serial")) -> Provenance:  # noqa: B008 (frozen)
+SERIAL = ExecutorInfo(name="serial")  # the in-process executor
+
+
+def provenance(seed: int, executor: ExecutorInfo = SERIAL) -> Provenance:
     import torch  # noqa: PLC0415
 
     return Provenance(

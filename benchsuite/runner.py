@@ -37,6 +37,7 @@ from benchsuite.models import ModelRef, load_model, load_tokenizer, resolve_mode
 from benchsuite.presets import Budget, Preset
 from benchsuite.records import (
     SCHEMA_VERSION,
+    SERIAL,
     BaselineInfo,
     CompressorInfo,
     DataInfo,
@@ -60,7 +61,6 @@ from benchsuite.train import fine_tune
 log = logging.getLogger("benchsuite")
 
 TRAIN_CODE_VERSION = 1  # bump when the training loop changes what weights it produces
-SERIAL = ExecutorInfo(name="serial")
 
 
 @dataclass(frozen=True)
