@@ -38,9 +38,10 @@ def _compressor_list(value: str) -> tuple[str, ...]:
     before, and so is a bare number (or ``[``...``]`` part) that continues a list option (``distill:keep=0,3``)."""
     specs: list[str] = []
     for piece in _csv(value):
+        head = piece.split("+", 1)[0]  # a pipeline's next stage may follow an option: layers=3+dynamic_int8
         continues_list = bool(specs) and (specs[-1].count("[") > specs[-1].count("]")
-                                          or re.fullmatch(r"-?\d+\]?", piece) is not None)
-        if ("=" in piece and ":" not in piece) or continues_list:
+                                          or re.fullmatch(r"-?\d+\]?", head) is not None)
+        if ("=" in head and ":" not in head) or continues_list:
             if not specs:
                 raise argparse.ArgumentTypeError(f"option {piece!r} comes before any compressor name")
             specs[-1] += f",{piece}"
@@ -69,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     runner.add_argument("--model", help="Hub id or local folder (default: all-MiniLM-L6-v2)")
     runner.add_argument("--tasks", type=_csv, help="comma-separated task names or YAML paths (default: the preset's)")
     runner.add_argument("--compressors", type=_compressor_list,
-                        help="comma-separated compressors, each 'name' or 'name:key=value,...' (default: the "
+                        help="comma-separated compressors, each 'name' or 'name:key=value,...', or a pipeline of them "
+                             "joined by '+' ('distill:layers=3+heads:ffn=0.5+dynamic_int8': each stage applied to the "
+                             "previous stage's model) (default: the "
                              "preset's: " + "; ".join(f"{p.name}: {','.join(p.compressors)}" for p in PRESETS.values())
                              + "; showcase: the baseline and dynamic_int8, with reduce_range=false on a CPU with "
                                "VNNI); see 'benchsuite list compressors'")
@@ -102,6 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
     reporter.add_argument("--results-dir", type=Path, default=Path("results"),
                           help="the records to report (default: results)")
     reporter.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: reports)")
+
+    exporter = sub.add_parser("export", help="recompute a record's compressed model and save it, with a model card, "
+                                             "to load elsewhere")
+    exporter.add_argument("record", type=Path, help="a record file under results/ (status ok)")
+    exporter.add_argument("--out", type=Path, required=True,
+                          help="the folder to write (the model in its compressor's format, its tokenizer, README.md)")
+    exporter.add_argument("--cache-dir", type=Path,
+                          help=f"where the fine-tuned baseline and pipeline prefixes are cached (default: "
+                               f"${CACHE_ENV}, else ~/.cache/benchsuite)")
+    exporter.add_argument("--model", help="the checkpoint the record was computed from (default: the record's, when it "
+                                          "is the reference model)")
+    exporter.add_argument("--threads", type=int, help="torch threads (default: every core)")
+    exporter.add_argument("--force", action="store_true", help="replace --out if it exists")
 
     upgrader = sub.add_parser("upgrade", help="rewrite older records in the current schema, under their cell-key names")
     upgrader.add_argument("--results-dir", type=Path, default=Path("results"),
@@ -160,7 +176,31 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "upgrade":
         return _upgrade(args.results_dir)
+    if args.command == "export":
+        return _export(args)
     return _run(args)
+
+
+def _export(args: argparse.Namespace) -> int:
+    import torch
+
+    from benchsuite.cache import default_cache_dir
+    from benchsuite.export import export
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    summary = export(args.record, args.out, cache_dir=args.cache_dir or default_cache_dir(), model=args.model,
+                     force=args.force)
+    print(f"exported to {summary.folder}: {summary.same_predictions} of {summary.rows} predictions equal the "
+          f"record's" + ("" if summary.max_logit_difference is None
+                         else f" (largest logit difference {summary.max_logit_difference:.2g})")
+          + f"; scores {summary.scores}")
+    if not summary.reproduces:
+        print("benchsuite: warning: the exported model does not reproduce the record exactly (another machine's "
+              "kernels or thread count); its model card shows both", file=sys.stderr)
+    return 0
 
 
 def _upgrade(results_dir: Path) -> int:
@@ -205,10 +245,13 @@ def _list(what: str) -> int:
             cls = get_compressor_class(name)
             needs = ",".join(sorted(cls.NEEDS)) or "-"
             names = ",".join(d.name for d in options(cls.config_class)) or "-"
-            print(f"{name:21} {cls.family:13} {entry.origin:24} needs={needs} options={names}")
+            reason = cls.unavailable_reason()
+            state = f" UNAVAILABLE: {reason}" if reason else ""
+            print(f"{name:21} {cls.family:13} {entry.origin:24} needs={needs} options={names}{state}")
         except UsageError as exc:  # a broken plugin is listed with its error, the others still are
             print(f"{name:21} {'?':13} {entry.origin:24} BROKEN: {exc}")
-    print("(each option's type, default and meaning: benchsuite describe NAME)")
+    print("(each option's type, default and meaning: benchsuite describe NAME; chain compressors into a pipeline "
+          "with '+': distill:layers=3+dynamic_int8)")
     return 0
 
 

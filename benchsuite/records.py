@@ -79,6 +79,19 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class StageInfo:
+    """One stage of a pipeline cell: what it is. Its layout and recovery are the pipeline's, stage by stage."""
+
+    name: str
+    config: dict[str, Any]  # {"type", "version", "params"}
+    config_hash: str
+    changed: dict[str, Any]
+    provider: str
+    family: str
+    compute: str
+
+
+@dataclass(frozen=True)
 class CompressorInfo:
     name: str
     config: dict[str, Any]  # {"type", "version", "params"}
@@ -90,6 +103,15 @@ class CompressorInfo:
     recovery: dict[str, Any] | None = None  # what recovery training did
     layout: dict[str, Any] | None = None  # structural choices made from data
     family: str | None = None  # the compressor class's family (quantisation, pruning...); None: not recorded
+    # A pipeline's stages, in order (its layout and recovery hold theirs under "stages"); None: one compressor.
+    stages: list[StageInfo] | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CompressorInfo:
+        data = dict(data)
+        if data.get("stages") is not None:
+            data["stages"] = [_build(StageInfo, stage) for stage in data["stages"]]
+        return _build(cls, data)
 
 
 @dataclass(frozen=True)
@@ -210,7 +232,7 @@ class Record:
             data["cell"] = CellKey.from_json(data["cell"])
             data["task"] = _build(TaskInfo, data["task"])
             data["model"] = _build(ModelInfo, data["model"])
-            data["compressor"] = _build(CompressorInfo, data["compressor"])
+            data["compressor"] = CompressorInfo.from_json(data["compressor"])
             data["data"] = DataInfo.from_json(data["data"])
             data["baseline"] = _build(BaselineInfo, data["baseline"])
             data["provenance"] = Provenance.from_json(data["provenance"])

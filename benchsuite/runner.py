@@ -24,7 +24,8 @@ import torch
 
 from benchsuite import cache
 from benchsuite.cellkey import CellKey, DataKey, MachineKey
-from benchsuite.compressors.base import CompressionContext, Compressor
+from benchsuite.compressors.base import NEEDS_TABLE, CompressionContext, CompressionResult, Compressor, as_result
+from benchsuite.compressors.pipeline import Pipeline, PrefixCache
 from benchsuite.compressors.registry import build_compressor, registered
 from benchsuite.data import TaskData, load_task_data
 from benchsuite.distillation.teacher import TeacherOutputs, teacher_outputs
@@ -32,7 +33,7 @@ from benchsuite.engine import model_inputs
 from benchsuite.isolation import cell_lock, time_limit
 from benchsuite.machine import cpu_model, cpu_vector_flags
 from benchsuite.measure.cell import measure_cell
-from benchsuite.measure.footprint import footprint
+from benchsuite.measure.footprint import Footprint, footprint
 from benchsuite.models import ModelRef, load_model, load_tokenizer, resolve_model
 from benchsuite.presets import Budget, Preset
 from benchsuite.records import (
@@ -46,6 +47,7 @@ from benchsuite.records import (
     Measurements,
     ModelInfo,
     Record,
+    StageInfo,
     TaskInfo,
     predictions_path,
     provenance,
@@ -165,7 +167,10 @@ def cell_key(spec: TaskSpec, ref: ModelRef, data: TaskData, train_cfg: TrainConf
 
 
 def provider(compressor: Compressor) -> str:
-    """The package (and version) that registers this compressor, as the registry names it."""
+    """The package (and version) that registers this compressor, as the registry names it; for a pipeline,
+    those of its stages (each once, in order)."""
+    if isinstance(compressor, Pipeline):
+        return "; ".join(dict.fromkeys(provider(stage) for stage in compressor.stages))
     entry = registered().get(compressor.name)
     return entry.origin if entry is not None else f"{type(compressor).__module__} (not registered)"
 
@@ -177,7 +182,10 @@ def new_record(key: CellKey, compressor: Compressor, setup: TaskSetup, baseline:
     described = compressor.describe()
     info = CompressorInfo(name=described["name"], config=described["config"], config_hash=described["config_hash"],
                           changed=described["changed"], provider=key.provider, compute=compressor.compute,
-                          save_format=compressor.save_format, family=compressor.family)
+                          save_format=compressor.save_format, family=compressor.family,
+                          stages=[StageInfo(**info, provider=provider(stage)) for stage, info in
+                                  zip(compressor.stages, compressor.stage_infos(), strict=True)]
+                          if isinstance(compressor, Pipeline) else None)
     return Record(
         schema_version=SCHEMA_VERSION, status="ok", preset=opts.preset.name, key=key.digest(), cell=key,
         task=TaskInfo(name=spec.name, kind=spec.kind, version=spec.version, spec_digest=spec.digest(),
@@ -221,6 +229,54 @@ def run_cell(path: Path, key: CellKey, compressor: Compressor, setup: TaskSetup,
 
 def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: TaskKind, data: TaskData,
                 baseline: dict, opts: RunOptions, path: Path, executor: ExecutorInfo) -> None:
+    record.notes = []  # this cell's own notes; run_cell puts the data's before them
+    teacher_path = baseline["path"]
+    compressed_cell = compress_cell(compressor, spec, kind, data, baseline, opts)
+    result, kind, before = compressed_cell.result, compressed_cell.kind, compressed_cell.before
+    compress_seconds = compressed_cell.seconds
+    compressed = result.model
+    # what recovery fine-tuning (or distillation) did; structural choices made from data (which layers were split)
+    record.compressor = replace(record.compressor, recovery=result.recovery or None, layout=result.layout or None)
+    if result.tokenizer is not None:
+        record.notes.append("evaluated and measured on the compressor's own tokenizer (saved with the model); the "
+                            "baseline's speed is timed on the same token ids")
+    evaluation = kind.evaluate(compressed, data.eval, batch_size=opts.eval_batch_size)
+    predictions = predictions_path(path)
+    write_predictions(predictions, evaluation.predictions)
+    # JSON has no NaN: an undefined score (a correlation of constant predictions) is null, and said so.
+    record.scores = {k: (None if math.isnan(v) else v) for k, v in evaluation.scores.items()}
+    record.primary_score = record.scores[spec.primary_metric]
+    undefined = sorted(k for k, v in record.scores.items() if v is None)
+    record.measurements = Measurements(**{
+        **measure_cell(compressor=compressor, result=result, before=before,
+                       load_baseline=lambda: load_model(kind.auto_class, teacher_path),
+                       inputs=evaluation.inputs, pad_token_id=kind.tokenizer.pad_token_id,
+                       seed=opts.seed, cache_dir=opts.cache_dir, batch_size=opts.eval_batch_size),
+        "compress_seconds": round(compress_seconds, 3),
+        "evaluation": {**asdict(evaluation.forward), "padding_fraction": round(evaluation.forward.padding_fraction, 4),
+                       "seconds": round(evaluation.forward.seconds, 3),
+                       "method": "one pass, batches sorted by length, dynamic padding, torch.inference_mode; "
+                                 "wall time of the forward loop only (not a latency benchmark)"},
+    })
+    record.predictions_file = predictions.name
+    record.notes = record.notes + list(evaluation.notes)
+    if undefined:
+        record.notes.append(f"{', '.join(undefined)} undefined (constant predictions or references): null")
+    record.provenance = provenance(opts.seed, executor)
+
+
+@dataclass(frozen=True)
+class CompressedCell:
+    result: CompressionResult
+    seconds: float  # wall time of compress
+    before: Footprint  # the fine-tuned model's footprint
+    kind: TaskKind  # the task kind that reads the compressed model's inputs (its own tokenizer, if it returned one)
+
+
+def compress_cell(compressor: Compressor, spec: TaskSpec, kind: TaskKind, data: TaskData, baseline: dict,
+                  opts: RunOptions) -> CompressedCell:
+    """Compress the task's fine-tuned model as a cell does: seeded, with the declared needs provided lazily,
+    and for a pipeline with its prefix cache. ``benchsuite export`` rebuilds a record's model through this."""
     if compressor.supported_kinds is not None and spec.kind not in compressor.supported_kinds:
         raise ValueError(f"{compressor.name} does not support {spec.kind} tasks "
                          f"(it supports {sorted(compressor.supported_kinds)})")
@@ -243,43 +299,22 @@ def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: Ta
         return teacher_outputs(lambda: load_model(kind.auto_class, teacher_path), train_data(),
                                **teacher_settings(kind, baseline, opts))
 
-    context = CompressionContext(
-        needs=compressor.NEEDS, task=spec, tokenizer=kind.tokenizer, seed=opts.seed,
-        providers={"train_data": train_data, "teacher": lambda: load_model(kind.auto_class, teacher_path),
-                   "teacher_outputs": outputs, "calibration_data": calibration},
-        train_config=TrainConfig(**baseline["hyper_parameters"]),
-    )
+    providers = {"train_data": train_data, "task_rows": lambda: data.train,
+                 "teacher": lambda: load_model(kind.auto_class, teacher_path),
+                 "teacher_outputs": outputs, "calibration_data": calibration}
+    assert set(providers) == set(NEEDS_TABLE), "the runner provides every need of the table, and only those"
+    prefixes = (PrefixCache(opts.cache_dir, baseline_key=baseline["cache_key"], seed=opts.seed,
+                            providers={stage.name: provider(stage) for stage in compressor.stages})
+                if isinstance(compressor, Pipeline) else None)
+    context = CompressionContext(needs=compressor.NEEDS, task=spec, tokenizer=kind.tokenizer, seed=opts.seed,
+                                 providers=providers, train_config=TrainConfig(**baseline["hyper_parameters"]),
+                                 prefix_cache=prefixes)
     start = time.perf_counter()
-    compressed = compressor.compress(model, context=context)
-    compress_seconds = time.perf_counter() - start
-    record.compressor = replace(record.compressor,
-                                # what recovery fine-tuning (or distillation) did
-                                recovery=getattr(compressor, "recovery", None) or None,
-                                # structural choices made from data, e.g. which layers were split
-                                layout=getattr(compressor, "layout", None) or None)
-    evaluation = kind.evaluate(compressed, data.eval, batch_size=opts.eval_batch_size)
-    predictions = predictions_path(path)
-    write_predictions(predictions, evaluation.predictions)
-    # JSON has no NaN: an undefined score (a correlation of constant predictions) is null, and said so.
-    record.scores = {k: (None if math.isnan(v) else v) for k, v in evaluation.scores.items()}
-    record.primary_score = record.scores[spec.primary_metric]
-    undefined = sorted(k for k, v in record.scores.items() if v is None)
-    record.measurements = Measurements(**{
-        **measure_cell(compressor=compressor, model=compressed, before=before,
-                       load_baseline=lambda: load_model(kind.auto_class, teacher_path),
-                       inputs=evaluation.inputs, pad_token_id=kind.tokenizer.pad_token_id,
-                       seed=opts.seed, cache_dir=opts.cache_dir, batch_size=opts.eval_batch_size),
-        "compress_seconds": round(compress_seconds, 3),
-        "evaluation": {**asdict(evaluation.forward), "padding_fraction": round(evaluation.forward.padding_fraction, 4),
-                       "seconds": round(evaluation.forward.seconds, 3),
-                       "method": "one pass, batches sorted by length, dynamic padding, torch.inference_mode; "
-                                 "wall time of the forward loop only (not a latency benchmark)"},
-    })
-    record.predictions_file = predictions.name
-    record.notes = list(evaluation.notes)
-    if undefined:
-        record.notes.append(f"{', '.join(undefined)} undefined (constant predictions or references): null")
-    record.provenance = provenance(opts.seed, executor)
+    result = as_result(compressor.compress(model, context=context), compressor)
+    seconds = time.perf_counter() - start
+    if result.tokenizer is not None:  # the compressor changed the vocabulary: its tokenizer reads the inputs
+        kind = task_kind(spec, result.tokenizer)
+    return CompressedCell(result=result, seconds=seconds, before=before, kind=kind)
 
 
 def teacher_settings(kind: TaskKind, baseline: dict, opts: RunOptions) -> dict:

@@ -3,8 +3,34 @@
 A compressor turns the task's fine-tuned model (the baseline, also the teacher) into a
 smaller or faster one. Its config is a frozen dataclass that validates itself,
 serialises to JSON with its name and version, and hashes stably; the hash names the
-result record. A compressor declares what else it needs (``NEEDS``) and receives
-exactly that in its :class:`CompressionContext`; asking for anything undeclared fails.
+result record. A compressor declares what else it needs (``NEEDS``, names from the
+table :data:`NEEDS_TABLE`) and receives exactly that in its :class:`CompressionContext`;
+asking for anything undeclared fails.
+
+What a compressor is given and gives back:
+
+* ``model`` is the task's fine-tuned model, a ``transformers`` ``PreTrainedModel`` with its
+  task head (``BertForSequenceClassification``, ``...ForQuestionAnswering`` or
+  ``...ForTokenClassification`` for the reference model), fp32, in eval mode, on the CPU. It is
+  the compressor's own copy: change it in place or build another. Its transformer body is
+  ``model.base_model``, its word embeddings ``model.get_input_embeddings()``. In a pipeline
+  (``distill:layers=3+dynamic_int8``) a later stage gets the previous stage's model instead.
+* ``supported_kinds``: ``None`` (every kind) or a set of the task kinds ``"classification"``
+  (GLUE, regression included), ``"extractive_qa"`` (SQuAD) and ``"token_classification"``
+  (CoNLL-2003).
+* ``context.train_data``: the preset's budget of training *features*, each a dict of lists
+  (``input_ids``, ``attention_mask``, ``token_type_ids`` when the model has them, and the
+  labels: ``labels`` for classification and tagging, ``start_positions``/``end_positions`` for
+  QA), as the baseline was trained on. ``context.task_rows()`` gives the same training rows as
+  raw text (a ``datasets.Dataset`` with the task's own columns), for a method that needs the
+  words themselves, such as one that changes the vocabulary.
+* ``compress`` returns a :class:`CompressionResult`: the model, its ``layout`` (JSON-able
+  structural choices made from data, which ``save`` writes and ``load`` needs), ``recovery``
+  (what recovery training did, as facts: steps, seconds, final loss) and, for a method that
+  changes the vocabulary, the ``tokenizer`` that goes with the model. A returned tokenizer is
+  saved with the model (so it counts in the size on disk) and tokenises the evaluation and
+  measurement inputs. Compressors record facts; only the report writes prose. Keep no state on
+  the compressor instance: one instance serves every task of a run.
 
 A complete plugin, registered in its package's ``pyproject.toml`` under
 ``[project.entry-points."benchsuite.compressors"]`` as ``zero_small = "my_pkg:ZeroSmall"``
@@ -14,7 +40,7 @@ A complete plugin, registered in its package's ``pyproject.toml`` under
     from dataclasses import dataclass
 
     import torch
-    from benchsuite.compressors.base import Compressor, CompressorConfig
+    from benchsuite.compressors.base import CompressionResult, Compressor, CompressorConfig
 
     @dataclass(frozen=True)
     class ZeroSmallConfig(CompressorConfig):
@@ -27,18 +53,27 @@ A complete plugin, registered in its package's ``pyproject.toml`` under
     class ZeroSmall(Compressor):
         name = "zero_small"
         config_class = ZeroSmallConfig
-        NEEDS = frozenset()            # or {"train_data", "teacher", "teacher_outputs", "calibration_data"}
+        NEEDS = frozenset()            # or any of NEEDS_TABLE: {"train_data", "teacher", ...}
 
         def compress(self, model, *, context):
+            zeroed = 0
             with torch.no_grad():
                 for module in model.base_model.modules():
                     if isinstance(module, torch.nn.Linear):
-                        module.weight[module.weight.abs() < self.config.threshold] = 0
-            return model
+                        small = module.weight.abs() < self.config.threshold
+                        zeroed += int(small.sum())
+                        module.weight[small] = 0
+            return CompressionResult(model, layout={"zeroed": zeroed})
 
 Randomness must come from ``context.seed`` (the runner also seeds torch with it before each
 cell), so that a compressor is deterministic for a seed. ``save``/``load`` default to
-safetensors through ``save_pretrained``; a method with its own format overrides both.
+safetensors through ``save_pretrained`` (plus the tokenizer, when one was returned); a
+method with its own format overrides both. A compressor whose model is not an fp32
+PyTorch model that training can continue from (int8 kernels, ONNX, fp16) sets
+``trainable_output = False``, and a pipeline refuses any stage after it. A compressor that
+needs an optional package names it in ``requires`` (import names) and ``install_hint``; it
+is then listed as unavailable, refused by ``run`` and skipped by the conformance tests, with
+that hint, where the package is missing.
 
 ``benchsuite run --compressors zero_small`` then scores it on every task.
 """
@@ -46,6 +81,7 @@ safetensors through ``save_pretrained``; a method with its own format overrides 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import typing
 from abc import ABC, abstractmethod
@@ -58,7 +94,37 @@ import torch
 from benchsuite.compressors.options import coerce
 from benchsuite.models import load_saved
 
-NEED_NAMES = frozenset({"train_data", "teacher", "teacher_outputs", "calibration_data"})
+#: Every need a compressor may declare, with what it provides: the one table that the runner (which
+#: provides them), the context (which guards them) and the conformance tests (which check them) read.
+NEEDS_TABLE: dict[str, str] = {
+    "train_data": "the preset's training features of the task (token ids, attention mask, labels), as the "
+                  "baseline was trained on",
+    "task_rows": "the same training rows as raw text: the task's own columns, before tokenisation",
+    "teacher": "the fine-tuned, uncompressed model (a separate copy: do not modify it)",
+    "teacher_outputs": "the teacher's outputs (logits) on train_data, row for row, cached",
+    "calibration_data": "the training features without labels (model inputs only), in order",
+}
+NEED_NAMES = frozenset(NEEDS_TABLE)
+
+
+@dataclass
+class CompressionResult:
+    """What ``compress`` hands back: the model and the facts the record keeps about it."""
+
+    model: torch.nn.Module
+    layout: dict[str, Any] | None = None  # structural choices made from data; saved with the model, read by load
+    recovery: dict[str, Any] | None = None  # what recovery training did (steps, seconds, loss...)
+    tokenizer: Any = None  # a changed tokenizer that goes with the model; None: the task's own
+
+
+def as_result(returned: Any, compressor: Compressor) -> CompressionResult:
+    """``compress``'s return value as a :class:`CompressionResult` (a bare model is one with no facts)."""
+    if isinstance(returned, CompressionResult):
+        return returned
+    if isinstance(returned, torch.nn.Module):
+        return CompressionResult(returned)
+    raise TypeError(f"{compressor.name}.compress returned {type(returned).__name__}; it must return a "
+                    "CompressionResult (or the model alone)")
 
 
 @dataclass(frozen=True)
@@ -100,13 +166,20 @@ class CompressionContext:
     """What a compressor may use besides the model; only declared needs are reachable."""
 
     def __init__(self, *, needs: frozenset[str], task, tokenizer, seed: int, providers: dict[str, Any],
-                 train_config=None):
+                 train_config=None, prefix_cache=None):
         self._needs = needs
         self._providers = providers
         self.task = task  # the TaskSpec
         self.tokenizer = tokenizer
         self.seed = seed
         self.train_config = train_config  # the baseline's TrainConfig (the preset's epochs applied)
+        self.prefix_cache = prefix_cache  # a pipeline's cache of trained prefixes (the runner's), or None
+
+    def restricted(self, needs: frozenset[str]) -> CompressionContext:
+        """The same context, with only ``needs`` reachable (a pipeline stage sees what it declared)."""
+        return CompressionContext(needs=frozenset(needs) & self._needs, task=self.task, tokenizer=self.tokenizer,
+                                  seed=self.seed, providers=self._providers, train_config=self.train_config,
+                                  prefix_cache=self.prefix_cache)
 
     def _get(self, need: str):
         if need not in self._needs:
@@ -118,6 +191,11 @@ class CompressionContext:
     def train_data(self) -> list[dict]:
         """Training features of the task (token ids plus labels), as the baseline was trained on."""
         return self._get("train_data")
+
+    @property
+    def task_rows(self):
+        """The training rows of ``train_data`` as raw text: a ``datasets.Dataset`` with the task's columns."""
+        return self._get("task_rows")
 
     @property
     def teacher(self) -> torch.nn.Module:
@@ -154,6 +232,12 @@ def take_exactly(items: list, count: int, *, option: str, what: str) -> list:
 
 class Compressor(ABC):
     name: ClassVar[str]
+    #: Import names of optional packages it needs, and how to install them: missing, it is unavailable.
+    requires: ClassVar[tuple[str, ...]] = ()
+    install_hint: ClassVar[str] = ""
+    #: False when its model is not an fp32 PyTorch model that training can continue from (int8 kernels, ONNX,
+    #: a half-precision cast): a pipeline refuses any stage after it.
+    trainable_output: ClassVar[bool] = True
     config_class: ClassVar[type[CompressorConfig]]
     NEEDS: ClassVar[frozenset[str]] = frozenset()
     # Task kinds it handles; None means every kind.
@@ -168,9 +252,17 @@ class Compressor(ABC):
             raise TypeError(f"{self.name} declares unknown needs {sorted(unknown)}; known: {sorted(NEED_NAMES)}")
         self.config = config
 
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why it cannot run here (a missing optional package, with the fix), or None."""
+        missing = [name for name in cls.requires if importlib.util.find_spec(name) is None]
+        if not missing:
+            return None
+        return f"needs {', '.join(missing)}" + (f": {cls.install_hint}" if cls.install_hint else "")
+
     @abstractmethod
-    def compress(self, model: torch.nn.Module, *, context: CompressionContext) -> torch.nn.Module:
-        """Return the compressed model (it may be ``model`` changed in place)."""
+    def compress(self, model: torch.nn.Module, *, context: CompressionContext) -> CompressionResult:
+        """Return the compressed model (it may be ``model`` changed in place) with its layout and recovery."""
 
     #: The arithmetic of the compressed model's matmuls: "fp32", "int8", "fp16" or "bf16". The record's
     #: efficiency section compares achieved operations per second with the machine's peak for it.
@@ -183,9 +275,11 @@ class Compressor(ABC):
     #: "quantisation", "distillation", "pruning", "sharing", "baseline", or a plugin's own.
     family: ClassVar[str] = "other"
 
-    def save(self, model: torch.nn.Module, folder: Path) -> None:
-        """Write the compressed model in the method's real format; its size on disk is measured on it."""
-        model.save_pretrained(folder, safe_serialization=True)
+    def save(self, result: CompressionResult, folder: Path) -> None:
+        """Write the compressed model (and its tokenizer, if it returned one) in the method's real format; its
+        size on disk is measured on the folder."""
+        result.model.save_pretrained(folder, safe_serialization=True)
+        save_tokenizer(result, folder)
 
     @classmethod
     def load(cls, folder: Path) -> torch.nn.Module:
@@ -198,3 +292,9 @@ class Compressor(ABC):
                    if getattr(self.config, f.name) != getattr(defaults, f.name)}
         return {"name": self.name, "config": self.config.to_json(), "config_hash": self.config.config_hash(),
                 "changed": json.loads(json.dumps(changed))}
+
+
+def save_tokenizer(result: CompressionResult, folder: Path) -> None:
+    """A returned tokenizer goes beside the model, so it is counted in the size and loads with it."""
+    if result.tokenizer is not None:
+        result.tokenizer.save_pretrained(folder)

@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from benchsuite.compressors.base import CompressorConfig
+from benchsuite.compressors.base import CompressionResult, CompressorConfig
 from benchsuite.compressors.rebuild import RebuiltCompressor
 
 
@@ -27,8 +27,10 @@ class _Cast(RebuiltCompressor):
     dtype: ClassVar[torch.dtype]
     config_class = CastConfig
 
+    trainable_output = False  # half-precision weights: recovery training runs in fp32
+
     def compress(self, model, *, context):
-        return self.restructure(model, {})
+        return CompressionResult(self.restructure(model, {}))
 
     def restructure(self, model: nn.Module, layout: dict) -> nn.Module:
         return model.to(self.dtype).eval()

@@ -12,12 +12,14 @@ student on hard labels alone. Narrower students (a smaller hidden size) are not 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from benchsuite.compressors.base import Compressor
+from benchsuite.compressors.base import CompressionResult, Compressor
 from benchsuite.compressors.layers import encoder_layers, set_layers
-from benchsuite.distillation.recovery import RECOVERY_NEEDS, RecoveryConfig, recover, uniform_layer_map
+from benchsuite.compressors.retrain import ReshapeAndRecover
+from benchsuite.distillation.recovery import RecoveryConfig
 
 
 @dataclass(frozen=True)
@@ -35,13 +37,21 @@ class DistillConfig(RecoveryConfig):
                              f"got {list(self.keep)}")
 
 
-class Distill(Compressor):
+class Distill(ReshapeAndRecover):
     family = "distillation"
     name = "distill"
     config_class = DistillConfig
-    NEEDS = RECOVERY_NEEDS
+    # The student is a plain checkpoint of the shallower config: saved and loaded with save_pretrained.
+    save_format = "safetensors"
 
-    def compress(self, model: torch.nn.Module, *, context) -> torch.nn.Module:
+    def save(self, result: CompressionResult, folder: Path) -> None:
+        Compressor.save(self, result, folder)
+
+    @classmethod
+    def load(cls, folder: Path) -> torch.nn.Module:
+        return Compressor.load.__func__(cls, folder)
+
+    def reshape(self, model: torch.nn.Module, *, context) -> dict:
         layers = encoder_layers(model)
         depth = len(layers)
         count = self.config.layers or len(self.config.keep) or (depth + 1) // 2
@@ -51,8 +61,18 @@ class Distill(Compressor):
         if max(keep) >= depth:
             raise ValueError(f"the teacher has layers 0..{depth - 1}; cannot keep {keep}")
         set_layers(model, [layers[i] for i in keep])
-        self.layout = {"kept_layers": keep, "teacher_layers": depth}
-        self.recovery = recover(model, context=context, options=self.config,
-                                layer_map=uniform_layer_map(len(keep), depth),
-                                desc=f"distilling a {len(keep)}-layer student")
+        return {"kept_layers": keep, "teacher_layers": depth}
+
+    def recovery_description(self, layout: dict) -> str:
+        return f"distilling a {len(layout['kept_layers'])}-layer student"
+
+    def restructure(self, model: torch.nn.Module, layout: dict) -> torch.nn.Module:
+        """Keep the layout's layers of a skeleton of the teacher's depth; a skeleton built from the student's
+        own config already has its depth and is left as it is."""
+        layers, keep = encoder_layers(model), layout["kept_layers"]
+        if len(layers) == layout["teacher_layers"]:
+            set_layers(model, [layers[i] for i in keep])
+        elif len(layers) != len(keep):
+            raise ValueError(f"a {len(layers)}-layer skeleton is neither the {layout['teacher_layers']}-layer teacher "
+                             f"nor the {len(keep)}-layer student of this layout")
         return model

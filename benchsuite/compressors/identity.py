@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from benchsuite.compressors.base import Compressor, CompressorConfig
+from benchsuite.compressors.base import CompressionResult, Compressor, CompressorConfig
 
 
 @dataclass(frozen=True)
@@ -18,4 +18,4 @@ class Baseline(Compressor):
     config_class = BaselineConfig
 
     def compress(self, model, *, context):
-        return model
+        return CompressionResult(model)

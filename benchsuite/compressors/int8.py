@@ -36,13 +36,13 @@ import torch
 from torch import nn
 from torch.ao import quantization as tq
 
-from benchsuite.compressors.base import CompressorConfig
+from benchsuite.compressors.base import CompressionResult, CompressorConfig
 from benchsuite.compressors.rebuild import RebuiltCompressor
 from benchsuite.engine import collate
 from benchsuite.machine import cpu_vector_flags
 from benchsuite.quant import outliers
 from benchsuite.quant.calibrate import input_absmax
-from benchsuite.quant.surgery import linear_names, replace_modules, word_embedding_name
+from benchsuite.quant.surgery import embedding_table_name, linear_names, replace_modules
 from benchsuite.quant.torch_ao import (
     ENGINES,
     INT16_ACCUMULATING_ENGINES,
@@ -82,6 +82,7 @@ class _Int8(RebuiltCompressor):
     NEEDS = frozenset({"calibration_data"})  # read only when splitting outliers or observing
     state_format = "torch"
     compute = "int8"
+    trainable_output = False
 
     def _set_engine(self) -> None:
         set_engine(self.config.engine)
@@ -93,14 +94,15 @@ class _Int8(RebuiltCompressor):
         pad = context.tokenizer.pad_token_id
         return [collate(examples[i : i + CALIBRATION_BATCH], pad) for i in range(0, len(examples), CALIBRATION_BATCH)]
 
-    def _split_outliers(self, model: nn.Module, batches: Callable[[], list[dict]]) -> list[str]:
-        """Choose and split the outlier Linears from calibration data; returns the Linears to quantise."""
+    def _split_outliers(self, model: nn.Module, batches: Callable[[], list[dict]]) -> tuple[list[str], dict]:
+        """Choose and split the outlier Linears from calibration data; returns the Linears to quantise and the
+        layout (which Linears were split)."""
         names = linear_names(model)
         if not self.config.outlier_channels:
-            return names
+            return names, {}
         absmax = input_absmax(model, names, batches())
-        self.layout = {"outlier_split": outliers.select(absmax, ratio=self.config.outlier_ratio)}
-        return self._wrap_outliers(model, self.layout, absmax)
+        layout = {"outlier_split": outliers.select(absmax, ratio=self.config.outlier_ratio)}
+        return self._wrap_outliers(model, layout, absmax), layout
 
     def _wrap_outliers(self, model: nn.Module, layout: dict, absmax: dict | None = None) -> list[str]:
         names, split = linear_names(model), layout.get("outlier_split", [])
@@ -115,8 +117,8 @@ class DynamicInt8(_Int8):
     config_class = Int8Config
 
     def compress(self, model, *, context):
-        self.layout = {}
-        return self._quantize(model, self._split_outliers(model.eval(), lambda: self._calibration_batches(context)))
+        names, layout = self._split_outliers(model.eval(), lambda: self._calibration_batches(context))
+        return CompressionResult(self._quantize(model, names), layout=layout)
 
     def restructure(self, model: nn.Module, layout: dict) -> nn.Module:
         return self._quantize(model, self._wrap_outliers(model, layout))
@@ -126,7 +128,7 @@ class DynamicInt8(_Int8):
         weight = tq.per_channel_dynamic_qconfig if self.config.per_channel else tq.default_dynamic_qconfig
         spec: dict = dict.fromkeys(names, weight)
         if self.config.embeddings:
-            spec[word_embedding_name(model)] = tq.float_qparams_weight_only_qconfig
+            spec[embedding_table_name(model)] = tq.float_qparams_weight_only_qconfig
         with quiet():
             return tq.quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True,
                                        mapping=dynamic_mapping(reduce_range=self.config.reduce_range)).eval()
@@ -147,13 +149,13 @@ class StaticInt8(_Int8):
     config_class = StaticInt8Config
 
     def compress(self, model, *, context):
-        self.layout = {}
         batches = self._calibration_batches(context)  # for the outlier split and the observers alike
-        self._prepare(model, self._split_outliers(model.eval(), lambda: batches))
+        names, layout = self._split_outliers(model.eval(), lambda: batches)
+        self._prepare(model, names)
         with torch.inference_mode(), quiet():
             for batch in batches:
                 model(**batch)
-        return self._convert(model)
+        return CompressionResult(self._convert(model), layout=layout)
 
     def restructure(self, model: nn.Module, layout: dict) -> nn.Module:
         # Uncalibrated observers give placeholder scales; the saved state replaces them.
@@ -176,7 +178,7 @@ class StaticInt8(_Int8):
 
         replace_modules(model, names, wrap)
         if self.config.embeddings:
-            model.get_submodule(word_embedding_name(model)).qconfig = tq.float_qparams_weight_only_qconfig
+            model.get_submodule(embedding_table_name(model)).qconfig = tq.float_qparams_weight_only_qconfig
         with quiet():
             return tq.prepare(model.eval(), inplace=True)
 

@@ -68,7 +68,7 @@ import torch
 from transformers.utils import ModelOutput
 
 from benchsuite import machine
-from benchsuite.compressors.base import Compressor, CompressorConfig
+from benchsuite.compressors.base import CompressionResult, Compressor, CompressorConfig
 from benchsuite.compressors.onnx_export import export_onnx
 from benchsuite.engine import INPUT_KEYS, collate
 from benchsuite.errors import UsageError
@@ -81,6 +81,7 @@ QUANT_FORMAT = "QOperator"  # static mode's format: see the module docstring for
 STATIC_OP_TYPES = ("MatMul", "Gemm", "Gather")
 CALIBRATION_EXAMPLES = 256  # static mode: training inputs whose activation ranges are observed
 MODEL_FILE = "model.onnx"
+INSTALL_HINT = 'pip install -e ".[onnx]"'
 META_FILE = "ort_int8.json"
 # Inputs a batch may leave out, and the value Hugging Face models assume for them.
 INPUT_DEFAULTS = {"attention_mask": 1, "token_type_ids": 0}
@@ -102,7 +103,7 @@ def require_onnx() -> None:
         import onnx  # noqa: F401, PLC0415
         import onnxruntime  # noqa: F401, PLC0415
     except ImportError as exc:
-        raise UsageError('the ort_int8 compressor needs the onnx extra: pip install -e ".[onnx]"') from exc
+        raise UsageError(f"the ort_int8 compressor needs the onnx extra: {INSTALL_HINT}") from exc
 
 
 @dataclass(frozen=True)
@@ -265,10 +266,13 @@ class OrtInt8(Compressor):
     save_format = "onnx"
     compute = "int8"
 
+    requires = ("onnx", "onnxruntime")
+    install_hint = INSTALL_HINT
+    trainable_output = False  # an ONNX Runtime session
+
     def __init__(self, config: OrtInt8Config | None = None):
         require_onnx()
         super().__init__(config)
-        self.layout: dict = {}  # the weight range of the last compress (weight_range), copied into the record
 
     def compress(self, model, *, context):
         require_onnx()
@@ -287,10 +291,10 @@ class OrtInt8(Compressor):
         except ValueError:
             owner.cleanup()
             raise
-        self.layout = layout
-        return OrtInt8Model(folder / MODEL_FILE, owner=owner, layout=layout)
+        return CompressionResult(OrtInt8Model(folder / MODEL_FILE, owner=owner, layout=layout), layout=layout)
 
-    def save(self, model, folder: Path) -> None:
+    def save(self, result: CompressionResult, folder: Path) -> None:
+        model = result.model
         if not isinstance(model, OrtInt8Model):
             raise TypeError(f"ort_int8 saves an OrtInt8Model, got {type(model).__name__}")
         import onnxruntime  # noqa: PLC0415

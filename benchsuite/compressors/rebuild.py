@@ -29,7 +29,7 @@ from typing import ClassVar
 import torch
 from safetensors.torch import load_file, save_file
 
-from benchsuite.compressors.base import Compressor
+from benchsuite.compressors.base import CompressionResult, Compressor, save_tokenizer
 from benchsuite.errors import UsageError
 from benchsuite.fileio import write_text_atomic
 from benchsuite.models import auto_class_for
@@ -42,10 +42,6 @@ class RebuiltCompressor(Compressor):
     #: that safetensors cannot hold), written with ``torch.save`` and read with ``weights_only=True``.
     state_format: ClassVar[str] = "safetensors"
 
-    def __init__(self, config=None):
-        super().__init__(config)
-        self.layout: dict = {}  # JSON-able structural choices of the last compress, saved beside the config
-
     @abstractmethod
     def restructure(self, model: torch.nn.Module, layout: dict) -> torch.nn.Module:
         """The architecture of a compressed model, built from the fp32 one and ``layout`` without any data."""
@@ -55,21 +51,15 @@ class RebuiltCompressor(Compressor):
         return ("torch.ao quantized state dict (torch.save; loaded with weights_only=True)"
                 if self.state_format == "torch" else "safetensors state dict") + " + config.json"
 
-    def save(self, model: torch.nn.Module, folder: Path) -> None:
+    def save(self, result: CompressionResult, folder: Path) -> None:
+        folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        config = copy.deepcopy(model.config)
-        config.architectures = [type(model).__name__]  # the head class, which load rebuilds
-        config.save_pretrained(folder)
+        save_config(result.model, folder)
         write_text_atomic(folder / SPEC_FILE, json.dumps({"compressor": self.name, **self.config.to_json(),
-                                                         "layout": self.layout},
+                                                         "layout": result.layout or {}},
                                                         indent=2, sort_keys=True) + "\n")
-        state = model.state_dict()
-        if self.state_format == "torch":
-            torch.save(state, folder / "model.pt")
-        else:
-            aliases = _aliases(state)
-            save_file({k: v.contiguous() for k, v in state.items() if k not in aliases},
-                      str(folder / "model.safetensors"))
+        save_state(result.model.state_dict(), folder, self.state_format)
+        save_tokenizer(result, folder)
 
     @classmethod
     def load(cls, folder: Path) -> torch.nn.Module:
@@ -84,17 +74,38 @@ class RebuiltCompressor(Compressor):
         config = transformers.AutoConfig.from_pretrained(folder)
         skeleton = auto_class_for(folder).from_config(config).eval()
         model = compressor.restructure(skeleton, spec.get("layout") or {})
-        if cls.state_format == "torch":
-            with warnings.catch_warnings():  # torch.load's own notice about TypedStorage, raised by qtensors
-                warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated")
-                state = torch.load(folder / "model.pt", weights_only=True)
-        else:
-            state = load_file(str(folder / "model.safetensors"))
-            for name, first in _aliases(model.state_dict()).items():
-                if name not in state and first in state:  # a shared tensor, written once under its first name
-                    state[name] = state[first]
-        model.load_state_dict(state, strict=True)
+        load_state(model, folder, cls.state_format)
         return model.eval()
+
+
+def save_config(model: torch.nn.Module, folder: Path) -> None:
+    """``config.json`` of ``model``, naming its head class (which loading rebuilds)."""
+    config = copy.deepcopy(model.config)
+    config.architectures = [type(model).__name__]
+    config.save_pretrained(folder)
+
+
+def save_state(state: dict[str, torch.Tensor], folder: Path, state_format: str) -> None:
+    """The state dict as ``model.pt`` (torch.ao qtensors) or ``model.safetensors`` (shared tensors once)."""
+    if state_format == "torch":
+        torch.save(state, folder / "model.pt")
+    else:
+        aliases = _aliases(state)
+        save_file({k: v.contiguous() for k, v in state.items() if k not in aliases}, str(folder / "model.safetensors"))
+
+
+def load_state(model: torch.nn.Module, folder: Path, state_format: str) -> None:
+    """Load :func:`save_state`'s file into ``model``, strictly: every tensor, of the skeleton's shapes."""
+    if state_format == "torch":
+        with warnings.catch_warnings():  # torch.load's own notice about TypedStorage, raised by qtensors
+            warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated")
+            state = torch.load(folder / "model.pt", weights_only=True)
+    else:
+        state = load_file(str(folder / "model.safetensors"))
+        for name, first in _aliases(model.state_dict()).items():
+            if name not in state and first in state:  # a shared tensor, written once under its first name
+                state[name] = state[first]
+    model.load_state_dict(state, strict=True)
 
 
 def _aliases(state: dict[str, torch.Tensor]) -> dict[str, str]:

@@ -68,7 +68,22 @@ def get_compressor_class(name: str) -> type[Compressor]:
 
 
 def build_compressor(spec: str) -> Compressor:
-    """``name`` or ``name:key=value,key=value``, as ``benchsuite run --compressors`` takes it.
+    """``name``, ``name:key=value,key=value``, or a pipeline of them joined by ``+``
+    (``distill:layers=3+dynamic_int8``), as ``benchsuite run --compressors`` takes it. A pipeline of one
+    stage is that stage. A compressor whose optional package is missing is refused, with the fix.
+    """
+    parts = [part.strip() for part in spec.split("+")]
+    if len(parts) > 1:
+        if not all(parts):
+            raise UsageError(f"pipeline {spec!r} has an empty stage: join compressor specs with a single '+'")
+        from benchsuite.compressors.pipeline import Pipeline  # noqa: PLC0415
+
+        return Pipeline([_build_one(part) for part in parts])
+    return _build_one(spec)
+
+
+def _build_one(spec: str) -> Compressor:
+    """One compressor: ``name`` or ``name:key=value,key=value``.
 
     Each value is read as JSON where it can be (``true``, ``4``, ``0.5``, ``null``, ``[0,3]``) and is its text
     otherwise (``engine=qnnpack``); the config then parses it to its field's type or refuses it, naming the
@@ -79,6 +94,9 @@ def build_compressor(spec: str) -> Compressor:
     name, _, options = spec.partition(":")
     name = name.strip()
     cls = get_compressor_class(name)
+    reason = cls.unavailable_reason()
+    if reason is not None:
+        raise UsageError(f"compressor {name!r} is not available here: it {reason}")
     hints = typing.get_type_hints(cls.config_class)
     texts: dict[str, str] = {}
     last = None

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from torch import nn
 
-from benchsuite.compressors.base import CompressorConfig
+from benchsuite.compressors.base import CompressionResult, CompressorConfig
 from benchsuite.compressors.rebuild import RebuiltCompressor
 from benchsuite.quant.groupwise import GroupQuantEmbedding, GroupQuantLinear
 from benchsuite.quant.surgery import linear_names, replace_modules, word_embedding_name
@@ -36,8 +36,10 @@ class _WeightOnly(RebuiltCompressor):
     bits: ClassVar[int]
     config_class = WeightOnlyConfig
 
+    trainable_output = False  # packed integer weights
+
     def compress(self, model, *, context):
-        return self._replace(model, quantize=True)
+        return CompressionResult(self._replace(model, quantize=True))
 
     def restructure(self, model: nn.Module, layout: dict) -> nn.Module:
         return self._replace(model, quantize=False)  # empty layers: the saved state fills them

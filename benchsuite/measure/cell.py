@@ -14,22 +14,23 @@ from pathlib import Path
 
 import torch
 
-from benchsuite.compressors.base import Compressor
+from benchsuite.compressors.base import CompressionResult, Compressor
 from benchsuite.measure.footprint import Footprint, footprint, saved_size
 from benchsuite.measure.memory import measure_model_memory
 from benchsuite.measure.roofline import describe_peak, forward_flops, peak_efficiency
 from benchsuite.measure.speed import compare_speed, shrank, verdict
 
 
-def measure_cell(*, compressor: Compressor, model: torch.nn.Module, before: Footprint,
+def measure_cell(*, compressor: Compressor, result: CompressionResult, before: Footprint,
                  load_baseline: Callable[[], torch.nn.Module], inputs: Sequence[dict], pad_token_id: int,
                  seed: int, cache_dir: Path, batch_size: int) -> dict:
     """The ``measurements`` section of a record. ``before`` is the fine-tuned model's footprint."""
     threads = torch.get_num_threads()
+    model = result.model
     after = footprint(model)
     with tempfile.TemporaryDirectory(prefix="benchsuite-cell-") as tmp:
         folder = Path(tmp) / "model"
-        compressor.save(model, folder)
+        compressor.save(result, folder)
         disk = saved_size(folder, format=compressor.save_format)
         loader = f"{type(compressor).__module__}:{type(compressor).__qualname__}.load"
         memory = measure_model_memory(folder, inputs, batch_size=batch_size, threads=threads, loader=loader)

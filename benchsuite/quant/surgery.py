@@ -21,6 +21,20 @@ def word_embedding_name(model: nn.Module) -> str:
     raise ValueError(f"{type(model).__name__} has no input embedding among its modules")
 
 
+def embedding_table_name(model: nn.Module) -> str:
+    """Qualified name of the ``nn.Embedding`` that holds the word-embedding rows: the input embedding itself,
+    or the one table inside it (a factorised embedding's V x E ``table``)."""
+    name = word_embedding_name(model)
+    module = model.get_submodule(name)
+    if isinstance(module, nn.Embedding):
+        return name
+    tables = [f"{name}.{child}" for child, sub in module.named_modules() if isinstance(sub, nn.Embedding)]
+    if len(tables) != 1:
+        raise ValueError(f"the input embedding {name} ({type(module).__name__}) holds {len(tables)} nn.Embedding "
+                         "tables; expected one")
+    return tables[0]
+
+
 def replace_modules(model: nn.Module, names: list[str], build: Callable[[nn.Module], nn.Module]) -> None:
     """Replace each named submodule by ``build(old)``, in place."""
     for name in names:

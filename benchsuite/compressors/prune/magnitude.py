@@ -33,7 +33,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from benchsuite.compressors.base import Compressor
+from benchsuite.compressors.base import CompressionResult, Compressor
 from benchsuite.distillation.recovery import RECOVERY_NEEDS, RecoveryConfig, recover
 
 SCHEDULES = ("oneshot", "gradual")
@@ -137,10 +137,9 @@ class Magnitude(Compressor):
         if self.config.schedule == "oneshot":
             for pruned in sets.values():
                 pruned.prune_to(target)
-        self.recovery = recover(model, context=context, options=self.config, after_step=after_step,
-                                desc=f"recovering at {target:.0%} sparsity ({self.config.schedule})")
-        self.layout = self._check(sets, model, steps)
-        return model
+        recovery = recover(model, context=context, options=self.config, after_step=after_step,
+                           desc=f"recovering at {target:.0%} sparsity ({self.config.schedule})")
+        return CompressionResult(model, layout=self._check(sets, model, steps), recovery=recovery)
 
     def _check(self, sets: dict[str, PrunedSet], model: torch.nn.Module, steps: list) -> dict:
         """The achieved sparsity, after checking that every set holds exactly its target's zeros."""

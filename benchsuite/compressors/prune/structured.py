@@ -29,8 +29,8 @@ from benchsuite.compressors.base import take_exactly
 from benchsuite.compressors.layers import encoder_layers
 from benchsuite.compressors.prune.importance import importance, keep_after_removing
 from benchsuite.compressors.prune.surgery import check_layer, head_count, keep_heads, keep_neurons, neuron_count
-from benchsuite.compressors.rebuild import RebuiltCompressor
-from benchsuite.distillation.recovery import RECOVERY_NEEDS, RecoveryConfig, recover
+from benchsuite.compressors.retrain import ReshapeAndRecover
+from benchsuite.distillation.recovery import RecoveryConfig
 
 IMPORTANCE_BATCH = 32
 
@@ -65,14 +65,13 @@ class FfnConfig(StructuredConfig):
     ffn: float = 0.5
 
 
-class StructuredPrune(RebuiltCompressor):
+class StructuredPrune(ReshapeAndRecover):
     """Removes heads and feed-forward neurons; subclasses choose the name and the defaults."""
     family = "pruning"
 
     config_class = StructuredConfig
-    NEEDS = RECOVERY_NEEDS
 
-    def compress(self, model: torch.nn.Module, *, context) -> torch.nn.Module:
+    def reshape(self, model: torch.nn.Module, *, context) -> dict:
         layers = encoder_layers(model)
         for index, layer in enumerate(layers):
             check_layer(layer, index)
@@ -85,7 +84,7 @@ class StructuredPrune(RebuiltCompressor):
         for layer, heads, neurons in zip(layers, heads_kept, neurons_kept, strict=True):
             keep_heads(layer, heads)
             keep_neurons(layer, neurons)
-        self.layout = {
+        return {
             "heads_kept": heads_kept,
             "ffn_kept": [len(n) for n in neurons_kept],
             "heads_before": heads_before,
@@ -96,10 +95,9 @@ class StructuredPrune(RebuiltCompressor):
             "importance": f"Michel et al. 2019: |d task loss / d gate| summed over {scores.examples} labelled "
                           "training features, L2-normalised per layer; one global ranking, >= 1 unit per layer",
         }
-        self.recovery = recover(model, context=context, options=self.config, layer_map=list(range(1, len(layers) + 1)),
-                                desc=f"recovering from removing {self.layout['heads_removed']} heads and "
-                                     f"{self.layout['ffn_removed']} neurons")
-        return model
+
+    def recovery_description(self, layout: dict) -> str:
+        return f"recovering from removing {layout['heads_removed']} heads and {layout['ffn_removed']} neurons"
 
     def restructure(self, model: torch.nn.Module, layout: dict) -> torch.nn.Module:
         """The pruned shapes on a full-size skeleton: kept head indices, and the first ``ffn_kept`` neurons

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from torch import nn
 
 from benchsuite.compressors.layers import encoder_layers
-from benchsuite.compressors.rebuild import RebuiltCompressor
+from benchsuite.compressors.retrain import ReshapeAndRecover
 from benchsuite.compressors.share.cross_layer import check_sharing, layer_groups, share_layers, tie_layers
 from benchsuite.compressors.share.factorize import (
     check_embedding_rank,
     factorize_embedding,
     factorized_embedding_skeleton,
 )
-from benchsuite.distillation.recovery import RECOVERY_NEEDS, RecoveryConfig, recover
+from benchsuite.distillation.recovery import RecoveryConfig
 
 
 @dataclass(frozen=True)
@@ -37,20 +37,19 @@ class AlbertConfig(RecoveryConfig):
         check_embedding_rank("embedding_rank", self.embedding_rank)
 
 
-class Albert(RebuiltCompressor):
+class Albert(ReshapeAndRecover):
     family = "sharing"
     name = "albert"
     config_class = AlbertConfig
-    NEEDS = RECOVERY_NEEDS
 
-    def compress(self, model: nn.Module, *, context) -> nn.Module:
+    def reshape(self, model: nn.Module, *, context) -> dict:
         groups = layer_groups(len(encoder_layers(model)), self.config.groups)
         rank = factorize_embedding(model, self.config.embedding_rank, field="embedding_rank")
         share_layers(model, groups, init=self.config.init)
-        self.layout = {"groups": groups, "embedding_rank": rank}
-        self.recovery = recover(model, context=context, options=self.config,
-                                desc=f"recovering {len(groups)} shared layer(s) and a rank-{rank} embedding")
-        return model
+        return {"groups": groups, "embedding_rank": rank}
+
+    def recovery_description(self, layout: dict) -> str:
+        return f"recovering {len(layout['groups'])} shared layer(s) and a rank-{layout['embedding_rank']} embedding"
 
     def restructure(self, model: nn.Module, layout: dict) -> nn.Module:
         tie_layers(model, layout["groups"])

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from benchsuite.compressors.layers import encoder_layers
-from benchsuite.compressors.rebuild import RebuiltCompressor
-from benchsuite.distillation.recovery import RECOVERY_NEEDS, RecoveryConfig, recover
+from benchsuite.compressors.retrain import ReshapeAndRecover
+from benchsuite.distillation.recovery import RecoveryConfig
 
 INITS = ("average", "first", "middle", "last")
 
@@ -82,19 +82,18 @@ def tie_layers(model: nn.Module, groups: list[list[int]]) -> None:
             layers[i] = layers[group[0]]
 
 
-class CrossLayer(RebuiltCompressor):
+class CrossLayer(ReshapeAndRecover):
     family = "sharing"
     name = "cross_layer"
     config_class = CrossLayerConfig
-    NEEDS = RECOVERY_NEEDS
 
-    def compress(self, model: nn.Module, *, context) -> nn.Module:
+    def reshape(self, model: nn.Module, *, context) -> dict:
         groups = layer_groups(len(encoder_layers(model)), self.config.groups)
         share_layers(model, groups, init=self.config.init)
-        self.layout = {"groups": groups}
-        self.recovery = recover(model, context=context, options=self.config,
-                                desc=f"recovering {len(groups)} shared layer(s)")
-        return model
+        return {"groups": groups}
+
+    def recovery_description(self, layout: dict) -> str:
+        return f"recovering {len(layout['groups'])} shared layer(s)"
 
     def restructure(self, model: nn.Module, layout: dict) -> nn.Module:
         tie_layers(model, layout["groups"])

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from benchsuite.compressors.layers import encoder_layers
-from benchsuite.compressors.rebuild import RebuiltCompressor
-from benchsuite.distillation.recovery import RECOVERY_NEEDS, RecoveryConfig, recover
+from benchsuite.compressors.retrain import ReshapeAndRecover
+from benchsuite.distillation.recovery import RecoveryConfig
 from benchsuite.quant.surgery import linear_names, replace_modules, word_embedding_name
 
 DEFAULT_ENERGY = 0.8
@@ -152,18 +152,16 @@ def factorized_embedding_skeleton(model: nn.Module, rank: int) -> None:
                                                     padding_idx=old.padding_idx))
 
 
-class FactorizedEmbeddingCompressor(RebuiltCompressor):
+class FactorizedEmbeddingCompressor(ReshapeAndRecover):
     family = "sharing"
     name = "factorized_embedding"
     config_class = FactorizedEmbeddingConfig
-    NEEDS = RECOVERY_NEEDS
 
-    def compress(self, model: nn.Module, *, context) -> nn.Module:
-        rank = factorize_embedding(model, self.config.rank)
-        self.layout = {"embedding_rank": rank}
-        self.recovery = recover(model, context=context, options=self.config,
-                                desc=f"recovering a rank-{rank} factorised embedding")
-        return model
+    def reshape(self, model: nn.Module, *, context) -> dict:
+        return {"embedding_rank": factorize_embedding(model, self.config.rank)}
+
+    def recovery_description(self, layout: dict) -> str:
+        return f"recovering a rank-{layout['embedding_rank']} factorised embedding"
 
     def restructure(self, model: nn.Module, layout: dict) -> nn.Module:
         factorized_embedding_skeleton(model, layout["embedding_rank"])
@@ -212,13 +210,12 @@ def target_linears(model: nn.Module, include: str) -> list[str]:
     return names
 
 
-class LowRank(RebuiltCompressor):
+class LowRank(ReshapeAndRecover):
     family = "sharing"
     name = "low_rank"
     config_class = LowRankConfig
-    NEEDS = RECOVERY_NEEDS
 
-    def compress(self, model: nn.Module, *, context) -> nn.Module:
+    def reshape(self, model: nn.Module, *, context) -> dict:
         ranks: dict[str, int] = {}
         skipped: dict[str, int] = {}  # layer -> the rank it would have needed
         for name in target_linears(model, self.config.include):
@@ -232,10 +229,10 @@ class LowRank(RebuiltCompressor):
                 continue
             ranks[name] = rank
             replace_modules(model, [name], lambda old, r=rank, f=factors: LowRankLinear.from_linear(old, r, f))
-        self.layout = {"ranks": ranks, "skipped": skipped}
-        self.recovery = recover(model, context=context, options=self.config,
-                                desc=f"recovering {len(ranks)} low-rank layers")
-        return model
+        return {"ranks": ranks, "skipped": skipped}
+
+    def recovery_description(self, layout: dict) -> str:
+        return f"recovering {len(layout['ranks'])} low-rank layers"
 
     def restructure(self, model: nn.Module, layout: dict) -> nn.Module:
         for name, rank in layout["ranks"].items():
