@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from benchsuite.compressors.base import CompressionContext, Compressor
+from benchsuite.compressors.base import CompressionContext, CompressionResult, Compressor, as_result
 from benchsuite.compressors.identity import Baseline
 from benchsuite.data import load_task_data
 from benchsuite.distillation.teacher import TeacherOutputs, teacher_outputs
@@ -57,6 +57,15 @@ def is_quantised(compressor: Compressor) -> bool:
     return compressor.compute != "fp32"
 
 
+def skip_unavailable(cls) -> None:
+    """Skip, naming the missing package and the fix, a compressor that cannot run here."""
+    import pytest  # noqa: PLC0415
+
+    reason = cls.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"{cls.name} is unavailable here: it {reason}")
+
+
 def supports(cls, kind: str) -> bool:
     return cls.supported_kinds is None or kind in cls.supported_kinds
 
@@ -65,6 +74,7 @@ def instantiate(cls) -> Compressor:
     """The compressor with its default config; skipped (not failed) when an optional dependency is missing."""
     import pytest  # noqa: PLC0415
 
+    skip_unavailable(cls)
     try:
         return cls()
     except UsageError as exc:  # e.g. ort_int8 without onnxruntime: require_onnx() says which extra to install
@@ -109,7 +119,8 @@ def make_setup(tiny_model: Path, kind_name: str, task: str, cache_dir: Path) -> 
 
     def context(needs: frozenset[str]) -> CompressionContext:
         # as the runner provides them: calibration data is every training feature, unlabelled
-        providers = {"train_data": train_data, "teacher": lambda: copy.deepcopy(model), "teacher_outputs": outputs,
+        providers = {"train_data": train_data, "task_rows": lambda: data().train,
+                     "teacher": lambda: copy.deepcopy(model), "teacher_outputs": outputs,
                      "calibration_data": lambda: [model_inputs(f) for f in train_data()]}
         return CompressionContext(needs=needs, task=spec, tokenizer=kind.tokenizer, seed=SEED, providers=providers,
                                   train_config=replace(spec.train, epochs=get_preset(PRESET).default.epochs))
@@ -132,16 +143,33 @@ def predict(model: torch.nn.Module, setup: Setup) -> dict[str, torch.Tensor]:
 @dataclass
 class Compressed:
     compressor: Compressor
-    model: torch.nn.Module
+    result: CompressionResult  # what compress returned (a bare model wrapped, as the runner wraps it)
     outputs: dict[str, torch.Tensor]  # the in-memory model's, on the setup's batch
+    left_state: list[str]  # attributes of the compressor instance that compress added, removed or rebound
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.result.model
 
 
 def compress(cls, setup: Setup) -> Compressed:
     """One ``compress`` of a copy of the source model, seeded as the runner seeds a cell."""
     compressor = instantiate(cls)
+    before = dict(vars(compressor))
     torch.manual_seed(SEED)  # as the runner does before each cell
-    model = compressor.compress(copy.deepcopy(setup.model), context=setup.context(cls.NEEDS))
-    return Compressed(compressor, model, predict(model, setup))
+    result = as_result(compressor.compress(copy.deepcopy(setup.model), context=setup.context(cls.NEEDS)), compressor)
+    after = vars(compressor)
+    left = sorted(k for k in before.keys() | after.keys()
+                  if k not in before or k not in after or after[k] is not before[k])
+    return Compressed(compressor, result, predict(result.model, setup), left)
+
+
+def check_stateless(compressed: Compressed) -> None:
+    """compress leaves nothing on the compressor instance, which serves every task of a run (and a pipeline's
+    stages): what it learnt goes back in the CompressionResult."""
+    assert not compressed.left_state, (
+        f"{compressed.compressor.name}: compress left state on the compressor instance "
+        f"({', '.join(compressed.left_state)}); return the layout and recovery in the CompressionResult")
 
 
 def identical(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -168,7 +196,7 @@ def max_differences(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> d
 
 
 def reload(compressed: Compressed, folder: Path) -> torch.nn.Module:
-    compressed.compressor.save(compressed.model, folder)
+    compressed.compressor.save(compressed.result, folder)
     return type(compressed.compressor).load(folder)
 
 
@@ -198,13 +226,13 @@ def check_reload(compressed: Compressed, setup: Setup, folder: Path) -> dict[str
 def baseline_size(setup: Setup, folder: Path) -> int:
     """Bytes of the fp32 source model's weight files as the ``baseline`` compressor saves them."""
     baseline = Baseline()
-    baseline.save(copy.deepcopy(setup.model), folder)
+    baseline.save(CompressionResult(copy.deepcopy(setup.model)), folder)
     return saved_size(folder, format=baseline.save_format).size_bytes
 
 
 def check_not_larger_on_disk(compressed: Compressed, baseline_bytes: int, folder: Path) -> int:
     """The compressor's saved weight files are not larger than the fp32 baseline's. Returns their bytes."""
-    compressed.compressor.save(compressed.model, folder)
+    compressed.compressor.save(compressed.result, folder)
     size = saved_size(folder, format=compressed.compressor.save_format).size_bytes
     assert size <= baseline_bytes, (
         f"{compressed.compressor.name} saved {size} bytes ({compressed.compressor.save_format}), more than the fp32 "

@@ -96,7 +96,7 @@ class StaleSave(Compressor):
         self._original = copy.deepcopy(model)
         return _zero_half(model)
 
-    def save(self, model, folder: Path) -> None:
+    def save(self, result, folder: Path) -> None:
         self._original.save_pretrained(folder, safe_serialization=True)
 
 
@@ -113,7 +113,7 @@ class HalfSavesFloat(Compressor):
         self._source = copy.deepcopy(model)
         return model.half()
 
-    def save(self, model, folder: Path) -> None:
+    def save(self, result, folder: Path) -> None:
         self._source.save_pretrained(folder, safe_serialization=True)
 
 
@@ -127,9 +127,9 @@ class DoubleSave(Compressor):
     def compress(self, model, *, context):
         return model
 
-    def save(self, model, folder: Path) -> None:
-        super().save(model, folder)
-        torch.save(model.state_dict(), Path(folder) / "pytorch_model.bin")
+    def save(self, result, folder: Path) -> None:
+        super().save(result, folder)
+        torch.save(result.model.state_dict(), Path(folder) / "pytorch_model.bin")
 
 
 class Unseeded(Compressor):
@@ -148,11 +148,24 @@ class Unseeded(Compressor):
         return model
 
 
+class Stateful(Compressor):
+    """Breaks the stateless check: keeps its layout on the instance (shared by every task of a run) instead of
+    returning it in the CompressionResult."""
+
+    name = "stateful"
+    config_class = ScaleConfig
+
+    def compress(self, model, *, context):
+        self.layout = {"layers": model.config.num_hidden_layers}
+        return model
+
+
 # name -> entry-point value, registered by the ``plugins`` fixture and by ``tests.plugin_cli``
 PLUGINS = {"raising": "tests.plugins:Raising", "zero_half": "tests.plugins:ZeroHalf",
            "greedy": "tests.plugins:Greedy", "sleepy": "tests.plugins:Sleepy",
            "stale_save": "tests.plugins:StaleSave", "half_saves_float": "tests.plugins:HalfSavesFloat",
-           "double_save": "tests.plugins:DoubleSave", "unseeded": "tests.plugins:Unseeded"}
+           "double_save": "tests.plugins:DoubleSave", "unseeded": "tests.plugins:Unseeded",
+           "stateful": "tests.plugins:Stateful"}
 
 
 def register(registry_module) -> None:

@@ -43,6 +43,7 @@ def records_of(tiny_model, data_env, shared_cache, tmp_path_factory, _runs):
     def records(name: str) -> tuple[int, dict[str, dict]]:
         if name not in _runs:
             cls = get_compressor_class(name)
+            checks.skip_unavailable(cls)
             tasks = [task for kind, task in TASK_OF_KIND.items() if supports(cls, kind)]
             results = tmp_path_factory.mktemp(f"results-{name}")
             threads = torch.get_num_threads()
@@ -171,6 +172,12 @@ def test_saved_model_is_not_larger_than_the_fp32_baseline(name, compressed_of, b
     # embedding is 96% of the tiny model, and they leave it whole), 0.17x..0.5x for the rest.
     setup, compressed = compressed_of(name)
     checks.check_not_larger_on_disk(compressed, baseline_bytes(setup), tmp_path / "model")
+
+
+@pytest.mark.parametrize("name", COMPRESSORS)
+def test_compress_keeps_no_state_on_the_instance(name, compressed_of):
+    _, compressed = compressed_of(name)
+    checks.check_stateless(compressed)
 
 
 @pytest.mark.parametrize("name", COMPRESSORS)

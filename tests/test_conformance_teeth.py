@@ -54,6 +54,20 @@ def test_each_check_fails_on_its_broken_compressor_only(name, check, setup, plug
         run_check(check, cls, setup, tmp_path)
 
 
+def test_the_stateless_check_fails_on_a_compressor_that_keeps_state(setup, plugins):
+    with pytest.raises(AssertionError, match="stateful: compress left state on the compressor instance \\(layout\\)"):
+        checks.check_stateless(checks.compress(get_compressor_class("stateful"), setup))
+    checks.check_stateless(checks.compress(get_compressor_class("zero_half"), setup))
+
+
+def test_an_unavailable_compressor_is_skipped_with_its_reason(monkeypatch):
+    from benchsuite.compressors.ort_int8 import OrtInt8
+
+    monkeypatch.setattr(OrtInt8, "requires", ("benchsuite_no_such_package",))
+    with pytest.raises(pytest.skip.Exception, match="ort_int8 is unavailable here: it needs benchsuite_no_such"):
+        checks.instantiate(OrtInt8)
+
+
 def test_the_reload_tolerance_applies_to_quantised_kernels_only(setup, plugins, tmp_path):
     # half_saves_float's reload error is within what a float tolerance of 1e-2 would let through; only the
     # quantised tolerance (1e-4 of the output scale) and the exact float comparison catch it.

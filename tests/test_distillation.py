@@ -128,14 +128,15 @@ def _tiny_classifier(layers: int, seed: int) -> BertForSequenceClassification:
 def test_student_keeps_every_other_teacher_layer(sst2, tmp_path):
     spec, kind, features = sst2
     teacher = _tiny_classifier(4, seed=0)
-    student = Distill(DistillConfig(epochs=0)).compress(copy.deepcopy(teacher), context=_context(
+    result = Distill(DistillConfig(epochs=0)).compress(copy.deepcopy(teacher), context=_context(
         spec, kind, features, teacher, tmp_path))
+    student = result.model
     assert student.config.num_hidden_layers == 2
     for got, source in zip(student.bert.encoder.layer, (0, 2), strict=True):
         expected = teacher.bert.encoder.layer[source].state_dict()
         assert all(torch.equal(v, expected[k]) for k, v in got.state_dict().items())
     assert [layer.attention.self.layer_idx for layer in student.bert.encoder.layer] == [0, 1]
-    Distill().save(student, tmp_path / "saved")
+    Distill().save(result, tmp_path / "saved")
     reloaded = Distill.load(tmp_path / "saved")
     batch = collate([{k: features[0][k] for k in ("input_ids", "attention_mask")}], 0)
     with torch.no_grad():
@@ -155,8 +156,8 @@ def test_distillation_pulls_the_student_towards_the_teacher(sst2, tmp_path):
     before = gap(soft)
     for model, alpha in ((soft, 1.0), (hard, 0.0)):
         compressor = Distill(DistillConfig(layers=2, alpha=alpha, epochs=3.0, learning_rate=1e-3))
-        compressor.compress(model, context=_context(spec, kind, features, teacher, tmp_path))
-        assert compressor.recovery["steps"] == 18
+        result = compressor.compress(model, context=_context(spec, kind, features, teacher, tmp_path))
+        assert result.recovery["steps"] == 18
     assert gap(soft) < before / 2
     assert gap(soft) < gap(hard)  # the hard-label student learns the labels, not the teacher
 
@@ -165,8 +166,9 @@ def test_hidden_and_attention_matching_train(sst2, tmp_path):
     spec, kind, features = sst2
     teacher = _tiny_classifier(4, seed=0)
     compressor = Distill(DistillConfig(layers=2, hidden_weight=1.0, attention_weight=1.0, epochs=1.0))
-    student = compressor.compress(copy.deepcopy(teacher), context=_context(spec, kind, features, teacher, tmp_path))
-    assert np.isfinite(compressor.recovery["final_loss"])
+    result = compressor.compress(copy.deepcopy(teacher), context=_context(spec, kind, features, teacher, tmp_path))
+    student = result.model
+    assert np.isfinite(result.recovery["final_loss"])
     assert student.config._attn_implementation == teacher.config._attn_implementation != "eager"
 
 

@@ -26,7 +26,7 @@ from onnx import numpy_helper  # noqa: E402
 
 from benchsuite import machine  # noqa: E402
 from benchsuite.compressors import ort_int8  # noqa: E402
-from benchsuite.compressors.base import CompressionContext  # noqa: E402
+from benchsuite.compressors.base import CompressionContext, CompressionResult  # noqa: E402
 from benchsuite.compressors.onnx_export import export_onnx  # noqa: E402
 from benchsuite.compressors.ort_int8 import MODEL_FILE, OrtInt8, OrtInt8Config, OrtInt8Model  # noqa: E402
 from benchsuite.measure.footprint import saved_size  # noqa: E402
@@ -86,8 +86,8 @@ def context(features: list[dict] | None = None) -> CompressionContext:
 
 
 @pytest.fixture(scope="module")
-def compressed(models) -> dict[tuple[str, str], OrtInt8Model]:
-    """(kind, mode) -> quantized model, built once for the module."""
+def compressed(models) -> dict[tuple[str, str], CompressionResult]:
+    """(kind, mode) -> compress's result (its model an OrtInt8Model), built once for the module."""
     return {(kind, mode): OrtInt8(OrtInt8Config(mode=mode)).compress(model, context=context())
             for kind, model in models.items() for mode in MODES}
 
@@ -156,7 +156,7 @@ def test_quantized_outputs_are_close_to_fp32(kind, mode, models, compressed):
     """
     names = KINDS[kind][2]
     inputs = batch(8, 24, seed=4)
-    expected, got = run(models[kind], inputs, names), run(compressed[kind, mode], inputs, names)
+    expected, got = run(models[kind], inputs, names), run(compressed[kind, mode].model, inputs, names)
     max_fraction, mean_fraction = TOLERANCE[mode]
     for name in names:
         assert got[name].dtype == torch.float32 and got[name].shape == expected[name].shape
@@ -169,7 +169,7 @@ def test_quantized_outputs_are_close_to_fp32(kind, mode, models, compressed):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_padded_rows_match_the_rows_run_alone(mode, models, compressed):
-    model, names = compressed["token_classification", mode], KINDS["token_classification"][2]
+    model, names = compressed["token_classification", mode].model, KINDS["token_classification"][2]
     real = 9
     padded = batch(3, 20, seed=5, pad_last_after=real)
     alone = {key: value[-1:, :real] for key, value in padded.items()}
@@ -186,9 +186,10 @@ def test_padded_rows_match_the_rows_run_alone(mode, models, compressed):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_save_then_load_gives_identical_outputs(mode, compressed, tmp_path):
-    model = compressed["extractive_qa", mode]
+    result = compressed["extractive_qa", mode]
+    model = result.model
     compressor = OrtInt8(OrtInt8Config(mode=mode))
-    compressor.save(model, tmp_path)
+    compressor.save(result, tmp_path)
     meta = json.loads((tmp_path / "ort_int8.json").read_text())
     assert meta["output_names"] == ["start_logits", "end_logits"]
     assert meta["config"] == compressor.config.to_json() and meta["onnxruntime_version"]
@@ -205,8 +206,8 @@ def test_save_then_load_gives_identical_outputs(mode, compressed, tmp_path):
 @pytest.mark.parametrize("mode", MODES)
 def test_compressed_weights_count_each_weight_once(mode, models, compressed):
     model = models["classification"]
-    weights = compressed["classification", mode].compressed_weights()
-    assert list(compressed["classification", mode].parameters()) == []
+    weights = compressed["classification", mode].model.compressed_weights()
+    assert list(compressed["classification", mode].model.parameters()) == []
     assert sum(w.numel() for w in weights) == sum(p.numel() for p in model.parameters())
     assert {torch.int8, torch.uint8} <= {w.dtype for w in weights}
     int8_elements = sum(w.numel() for w in weights if w.dtype in (torch.int8, torch.uint8))
@@ -219,7 +220,8 @@ def test_other_calibration_methods_quantize(method, models):
     0.21 of the largest |fp32| logit (0.33 each with 8-bit weights there)."""
     model = models["classification"]
     # Histogram methods calibrate on features padded to one length (their collector needs one shape).
-    quantized = OrtInt8(OrtInt8Config(mode="static", calibration_method=method)).compress(model, context=context())
+    compressor = OrtInt8(OrtInt8Config(mode="static", calibration_method=method))
+    quantized = compressor.compress(model, context=context()).model
     inputs = batch(8, 24, seed=4)
     expected, got = run(model, inputs, ("logits",))["logits"], run(quantized, inputs, ("logits",))["logits"]
     max_fraction, mean_fraction = TOLERANCE["static"]
@@ -243,7 +245,7 @@ def test_static_mode_without_calibration_data_fails(models):
 
 
 def test_missing_inputs_take_the_model_defaults_and_unknown_ones_fail(compressed):
-    model = compressed["classification", "dynamic"]
+    model = compressed["classification", "dynamic"].model
     inputs = batch(2, 10, seed=8)
     full = run(model, inputs, ("logits",))["logits"]
     assert torch.equal(run(model, {"input_ids": inputs["input_ids"]}, ("logits",))["logits"], full)
@@ -275,10 +277,11 @@ def test_weight_range_is_chosen_from_the_cpu_flags(mode, flags, reduce_range, mo
     # Which CPU runs this does not matter: the flags are set, and only the graph is read, never run.
     monkeypatch.setattr(machine, "cpu_vector_flags", lambda: list(flags))
     compressor = OrtInt8(OrtInt8Config(mode=mode))
-    model = compressor.compress(models["classification"], context=context())
-    assert compressor.layout == model.layout
-    assert compressor.layout["reduce_range"] is reduce_range
-    assert ("no VNNI" in compressor.layout["why"]) is reduce_range
+    result = compressor.compress(models["classification"], context=context())
+    model = result.model
+    assert result.layout == model.layout
+    assert result.layout["reduce_range"] is reduce_range
+    assert ("no VNNI" in result.layout["why"]) is reduce_range
     codes = weight_codes(model)
     assert len(codes) >= 6  # the encoder's matrix products at least: the check below is not vacuous
     largest = max(int(abs(c.astype("int16")).max()) for c in codes)

@@ -74,16 +74,17 @@ def test_oneshot_prunes_globally_to_the_exact_sparsity_and_recovery_keeps_the_ma
     head, pooler = model.classifier.weight.detach().clone(), model.bert.pooler.dense.weight.detach().clone()
 
     compressor = Magnitude(MagnitudeConfig(sparsity=0.8, alpha=0.0))
-    model = compressor.compress(model, context=context(Magnitude, epochs=2))
+    result = compressor.compress(model, context=context(Magnitude, epochs=2))
+    model = result.model
 
     after = torch.cat([w.detach().flatten() for w in encoder_linear_weights(model)])
     assert torch.equal(after != 0, expected_kept)  # exactly the largest weights, still after AdamW's steps
-    assert compressor.recovery["steps"] == 8
+    assert result.recovery["steps"] == 8
     assert not torch.equal(after[expected_kept], original[expected_kept])  # recovery did train the kept weights
     assert float((loud == 0).float().mean()) < 0.2
     assert not torch.equal(model.classifier.weight, head) and (model.classifier.weight != 0).all()
     assert (model.bert.pooler.dense.weight != 0).all() and not torch.equal(model.bert.pooler.dense.weight, pooler)
-    layout = compressor.layout
+    layout = result.layout
     assert layout["sets"]["encoder_linear"]["pruned"] == layout["pruned_weights"] == pruned
     assert layout["sparsity"] == round(pruned / flat.numel(), 6) and "word_embeddings" not in layout["sets"]
     assert "unchanged" in layout["speed"] and "dense" in Magnitude.save_format
@@ -93,9 +94,10 @@ def test_gradual_schedule_follows_the_cubic_formula():
     model = bert()
     size = sum(w.numel() for w in encoder_linear_weights(model))
     compressor = Magnitude(MagnitudeConfig(sparsity=0.6, schedule="gradual", ramp=0.5, prune_every=1, alpha=0.0))
-    model = compressor.compress(model, context=context(Magnitude, epochs=2))  # 8 steps, ramp over 4
+    result = compressor.compress(model, context=context(Magnitude, epochs=2))  # 8 steps, ramp over 4
+    model = result.model
     expected = [0.6 * (1 - (1 - t / 4) ** 3) for t in (1, 2, 3, 4)]
-    steps = compressor.layout["steps"]
+    steps = result.layout["steps"]
     assert [s[0] for s in steps] == [1, 2, 3, 4]
     assert [s[1] for s in steps] == pytest.approx(expected, abs=1e-6)
     assert [s[2] for s in steps] == pytest.approx([round(e * size) / size for e in expected], abs=1e-6)
@@ -105,9 +107,9 @@ def test_gradual_schedule_follows_the_cubic_formula():
 
 def test_gradual_updates_every_prune_every_steps_and_at_the_end_of_the_ramp():
     compressor = Magnitude(MagnitudeConfig(sparsity=0.5, schedule="gradual", ramp=0.75, prune_every=4, alpha=0.0))
-    compressor.compress(bert(), context=context(Magnitude, epochs=2))  # ramp: round(0.75 * 8) = 6 steps
-    assert [s[0] for s in compressor.layout["steps"]] == [4, 6]
-    assert compressor.layout["steps"][-1][1] == 0.5
+    result = compressor.compress(bert(), context=context(Magnitude, epochs=2))  # ramp: round(0.75 * 8) = 6 steps
+    assert [s[0] for s in result.layout["steps"]] == [4, 6]
+    assert result.layout["steps"][-1][1] == 0.5
 
 
 def test_gradual_without_recovery_is_refused():
@@ -121,12 +123,12 @@ def test_embeddings_flag_prunes_the_word_embeddings_on_their_own(embeddings):
     table = model.bert.embeddings.word_embeddings.weight
     before = table.detach().clone()
     compressor = Magnitude(MagnitudeConfig(sparsity=0.7, embeddings=embeddings, epochs=0))
-    compressor.compress(model, context=context(Magnitude))
+    result = compressor.compress(model, context=context(Magnitude))
     if embeddings:
         assert int((table == 0).sum()) == round(0.7 * table.numel())
-        assert compressor.layout["sets"]["word_embeddings"]["sparsity"] == pytest.approx(0.7, abs=1e-3)
+        assert result.layout["sets"]["word_embeddings"]["sparsity"] == pytest.approx(0.7, abs=1e-3)
     else:
-        assert torch.equal(table, before) and set(compressor.layout["sets"]) == {"encoder_linear"}
+        assert torch.equal(table, before) and set(result.layout["sets"]) == {"encoder_linear"}
     assert (model.bert.embeddings.position_embeddings.weight != 0).all()
 
 
@@ -189,15 +191,15 @@ def test_structured_pruning_recovers_shrinks_and_round_trips(tmp_path):
     make_useless(model, layer=0, heads=[1, 2, 3])  # so that layers end with different head counts
     params = sum(p.numel() for p in model.parameters())
     compressor = HeadPrune(HeadsConfig(heads=3 / 8, ffn=0.25, alpha=0.0, importance_examples=32))
-    model = compressor.compress(model, context=context(HeadPrune))
-    layout = compressor.layout
+    result = compressor.compress(model, context=context(HeadPrune))
+    model, layout = result.model, result.layout
     assert layout["heads_kept"] == [[0], [0, 1, 2, 3]] and layout["heads_removed"] == 3
-    assert sum(layout["ffn_kept"]) == 96 and layout["ffn_removed"] == 32 and compressor.recovery["steps"] == 4
+    assert sum(layout["ffn_kept"]) == 96 and layout["ffn_removed"] == 32 and result.recovery["steps"] == 4
     first, second = model.bert.encoder.layer
     assert first.attention.self.key.weight.shape == (HEAD, 32) and second.attention.self.key.weight.shape == (32, 32)
     assert [layer.intermediate.dense.out_features for layer in (first, second)] == layout["ffn_kept"]
     assert sum(p.numel() for p in model.parameters()) < params
-    compressor.save(model, tmp_path / "saved")
+    compressor.save(result, tmp_path / "saved")
     loaded = HeadPrune.load(tmp_path / "saved")
     assert torch.equal(logits(loaded), logits(model))
     assert loaded.bert.encoder.layer[0].attention.self.num_attention_heads == 1
@@ -210,8 +212,9 @@ def test_importance_is_scored_on_exactly_the_examples_asked_for():
 
 def test_ffn_defaults_prune_half_the_neurons_and_no_heads():
     compressor = FfnPrune(FfnConfig(epochs=0, importance_examples=32))
-    model = compressor.compress(bert(), context=context(FfnPrune))
-    assert compressor.layout["ffn_removed"] == 64 and compressor.layout["heads_removed"] == 0
+    result = compressor.compress(bert(), context=context(FfnPrune))
+    model = result.model
+    assert result.layout["ffn_removed"] == 64 and result.layout["heads_removed"] == 0
     assert all(layer.attention.self.num_attention_heads == 4 for layer in model.bert.encoder.layer)
     assert (HeadsConfig().heads, HeadsConfig().ffn, FfnConfig().heads) == (0.5, 0.0, 0.0)
 

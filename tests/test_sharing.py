@@ -10,7 +10,7 @@ from safetensors import safe_open
 from torch import nn
 from transformers import BertForSequenceClassification
 
-from benchsuite.compressors.base import CompressionContext
+from benchsuite.compressors.base import CompressionContext, CompressionResult
 from benchsuite.compressors.share.combined import Albert, AlbertConfig
 from benchsuite.compressors.share.cross_layer import CrossLayer, CrossLayerConfig, layer_groups
 from benchsuite.compressors.share.factorize import (
@@ -48,8 +48,10 @@ def _context(compressor, features=()) -> CompressionContext:
                               train_config=TrainConfig(epochs=1.0, batch_size=8, learning_rate=1e-3))
 
 
-def _compress(compressor, model):
-    return compressor.compress(copy.deepcopy(model), context=_context(compressor)).eval()
+def _compress(compressor, model) -> CompressionResult:
+    result = compressor.compress(copy.deepcopy(model), context=_context(compressor))
+    result.model.eval()
+    return result
 
 
 def _batch() -> dict[str, torch.Tensor]:
@@ -64,8 +66,9 @@ def _layers(model) -> nn.ModuleList:
     return model.bert.encoder.layer
 
 
-def _round_trip(compressor, model, folder):
-    compressor.save(model, folder)
+def _round_trip(compressor, result, folder):
+    model = result.model
+    compressor.save(result, folder)
     reloaded = type(compressor).load(folder)
     with torch.no_grad():
         assert torch.equal(reloaded(**_batch()).logits, model(**_batch()).logits)
@@ -88,7 +91,7 @@ def test_layer_groups_are_runs_of_consecutive_layers():
 
 def test_cross_layer_ties_modules_and_counts_them_once(model):
     before = footprint(model)
-    shared = _compress(CrossLayer(CrossLayerConfig(groups=3, epochs=0)), model)
+    shared = _compress(CrossLayer(CrossLayerConfig(groups=3, epochs=0)), model).model
     layers = _layers(shared)
     assert [len({id(layer) for layer in layers[i:i + 2]}) for i in (0, 2, 4)] == [1, 1, 1]
     assert len({id(layer) for layer in layers}) == 3
@@ -98,7 +101,7 @@ def test_cross_layer_ties_modules_and_counts_them_once(model):
 
 
 def test_average_init_is_the_mean_of_the_group(model):
-    shared = _compress(CrossLayer(CrossLayerConfig(groups=2, epochs=0)), model)
+    shared = _compress(CrossLayer(CrossLayerConfig(groups=2, epochs=0)), model).model
     for group, layer in (([0, 1, 2], _layers(shared)[0]), ([3, 4, 5], _layers(shared)[5])):
         for key, value in layer.state_dict().items():
             mean = torch.stack([_layers(model)[i].state_dict()[key] for i in group]).mean(0)
@@ -107,15 +110,14 @@ def test_average_init_is_the_mean_of_the_group(model):
 
 @pytest.mark.parametrize(("init", "source"), [("first", 0), ("middle", 2), ("last", 5)])
 def test_picked_init_copies_that_layer(model, init, source):
-    shared = _compress(CrossLayer(CrossLayerConfig(init=init, epochs=0)), model)
+    shared = _compress(CrossLayer(CrossLayerConfig(init=init, epochs=0)), model).model
     for key, value in _layers(shared)[3].state_dict().items():
         assert torch.equal(value, _layers(model)[source].state_dict()[key]), key
 
 
 def test_cross_layer_saves_the_shared_layer_once_and_reloads_it_tied(model, tmp_path):
     compressor = CrossLayer(CrossLayerConfig(groups=1, epochs=0))
-    shared = _compress(compressor, model)
-    reloaded, keys = _round_trip(compressor, shared, tmp_path)
+    reloaded, keys = _round_trip(compressor, _compress(compressor, model), tmp_path)
     assert all(layer is _layers(reloaded)[0] for layer in _layers(reloaded))
     assert {key.split(".")[3] for key in keys if ".encoder.layer." in key} == {"0"}
     saved = saved_size(tmp_path, format="safetensors").size_bytes
@@ -127,9 +129,10 @@ def test_recovery_trains_the_shared_layer_and_keeps_it_tied(model):
     features = [{"input_ids": torch.randint(1, VOCAB, (8,), generator=generator).tolist(),
                  "attention_mask": [1] * 8, "labels": i % 2} for i in range(16)]
     compressor = CrossLayer(CrossLayerConfig(alpha=0.0))  # hard labels only: no teacher outputs needed
-    start = _compress(CrossLayer(CrossLayerConfig(epochs=0)), model)
-    trained = compressor.compress(copy.deepcopy(model), context=_context(compressor, features))
-    assert compressor.recovery["steps"] == 2
+    start = _compress(CrossLayer(CrossLayerConfig(epochs=0)), model).model
+    result = compressor.compress(copy.deepcopy(model), context=_context(compressor, features))
+    trained = result.model
+    assert result.recovery["steps"] == 2
     assert all(layer is _layers(trained)[0] for layer in _layers(trained))
     weight = _layers(trained)[0].intermediate.dense.weight
     assert not torch.equal(weight, _layers(start)[0].intermediate.dense.weight)
@@ -159,18 +162,19 @@ def test_truncated_embedding_is_the_best_approximation_of_its_rank():
 
 def test_factorized_embedding_compressor_shrinks_and_reloads(model, tmp_path):
     compressor = FactorizedEmbeddingCompressor(FactorizedEmbeddingConfig(rank=8, epochs=0))
-    factorised = _compress(compressor, model)
+    result = _compress(compressor, model)
+    factorised = result.model
     assert isinstance(factorised.get_input_embeddings(), FactorizedEmbedding)
     assert footprint(model).params - footprint(factorised).params == VOCAB * HIDDEN - (VOCAB * 8 + 8 * HIDDEN)
-    assert compressor.layout == {"embedding_rank": 8}
-    reloaded, _ = _round_trip(compressor, factorised, tmp_path)
+    assert result.layout == {"embedding_rank": 8}
+    reloaded, _ = _round_trip(compressor, result, tmp_path)
     assert reloaded.get_input_embeddings().table.weight.shape == (VOCAB, 8)
 
 
 def test_default_embedding_rank_is_a_third_of_the_hidden_size(model):
     compressor = FactorizedEmbeddingCompressor(FactorizedEmbeddingConfig(epochs=0))
-    _compress(compressor, model)
-    assert compressor.layout == {"embedding_rank": HIDDEN // 3}
+    result = _compress(compressor, model)
+    assert result.layout == {"embedding_rank": HIDDEN // 3}
 
 
 @pytest.mark.parametrize("rank", [HIDDEN, 25])  # 25 x (100 + 32) >= 100 x 32: no saving
@@ -206,21 +210,23 @@ def test_low_rank_uses_the_energy_rank_of_each_layer(model, tmp_path):
     with torch.no_grad():
         model.get_submodule(name).weight.copy_(_with_singular_values([10.0, 5.0, 1.0, 0.5], FFN, HIDDEN))
     compressor = LowRank(LowRankConfig(energy=0.9, epochs=0))
-    factorised = _compress(compressor, model)
-    assert compressor.layout["ranks"][name] == 2  # 100 + 25 of 126.25
+    result = _compress(compressor, model)
+    factorised = result.model
+    assert result.layout["ranks"][name] == 2  # 100 + 25 of 126.25
     layer = factorised.get_submodule(name)
     assert isinstance(layer, LowRankLinear) and layer.down.weight.shape == (2, HIDDEN)
-    _round_trip(compressor, factorised, tmp_path)
+    _round_trip(compressor, result, tmp_path)
 
 
 def test_low_rank_skips_layers_it_would_not_shrink(model, tmp_path):
     compressor = LowRank(LowRankConfig(rank=20, epochs=0))  # 20 x 64 >= 32 x 32, but 20 x 96 < 32 x 64
-    factorised = _compress(compressor, model)
-    ranks, skipped = compressor.layout["ranks"], compressor.layout["skipped"]
+    result = _compress(compressor, model)
+    factorised = result.model
+    ranks, skipped = result.layout["ranks"], result.layout["skipped"]
     assert len(ranks) == 12 and all(".attention." not in name for name in ranks)
     assert len(skipped) == 24 and set(skipped.values()) == {20}
     assert footprint(model).params - footprint(factorised).params == 12 * (HIDDEN * FFN - 20 * (HIDDEN + FFN))
-    reloaded, _ = _round_trip(compressor, factorised, tmp_path)
+    reloaded, _ = _round_trip(compressor, result, tmp_path)
     assert isinstance(reloaded.get_submodule(next(iter(ranks))), LowRankLinear)
 
 
@@ -241,11 +247,12 @@ def test_low_rank_default_is_energy_and_hashes_like_it():
 
 def test_albert_shares_layers_and_factorises_the_embedding(model, tmp_path):
     compressor = Albert(AlbertConfig(groups=1, embedding_rank=8, epochs=0))
-    albert = _compress(compressor, model)
+    result = _compress(compressor, model)
+    albert = result.model
     saved = 5 * LAYER_PARAMS + VOCAB * HIDDEN - (VOCAB * 8 + 8 * HIDDEN)
     assert footprint(model).params - footprint(albert).params == saved
-    assert compressor.layout == {"groups": [list(range(6))], "embedding_rank": 8}
-    reloaded, _ = _round_trip(compressor, albert, tmp_path)
+    assert result.layout == {"groups": [list(range(6))], "embedding_rank": 8}
+    reloaded, _ = _round_trip(compressor, result, tmp_path)
     assert all(layer is _layers(reloaded)[0] for layer in _layers(reloaded))
     assert isinstance(reloaded.get_input_embeddings(), FactorizedEmbedding)
 

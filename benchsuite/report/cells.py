@@ -65,6 +65,8 @@ class Cell:
 
     @property
     def label(self) -> str:
+        if self.family == "pipeline":  # its config is the whole chain, as --compressors takes it
+            return self.config
         return self.compressor if self.config == "-" else f"{self.compressor}:{self.config}"
 
     @property
@@ -77,6 +79,8 @@ COLUMNS = tuple(f.name for f in fields(Cell))
 
 def options_text(record: Record) -> str:
     """The options set away from their defaults; every option when the record does not say which."""
+    if record.compressor.stages:  # a pipeline: the chain as --compressors takes it
+        return record.compressor.changed["pipeline"]
     params = record.compressor.config.get("params") or {}
     shown = params if record.compressor.changed is None else record.compressor.changed
     return ",".join(f"{k}={_option(v)}" for k, v in sorted(shown.items())) or "-"
