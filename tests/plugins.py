@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchsuite.compressors.base import Compressor, CompressorConfig
+from benchsuite.compressors.base import CompressionResult, Compressor, CompressorConfig
 
 
 @dataclass(frozen=True)
@@ -160,12 +160,22 @@ class Stateful(Compressor):
         return model
 
 
+class OwnTokenizer(Compressor):
+    """Returns a tokenizer with its (unchanged) model, as a vocabulary-trimming method would."""
+
+    name = "own_tokenizer"
+    config_class = ScaleConfig
+
+    def compress(self, model, *, context):
+        return CompressionResult(model, tokenizer=copy.deepcopy(context.tokenizer))
+
+
 # name -> entry-point value, registered by the ``plugins`` fixture and by ``tests.plugin_cli``
 PLUGINS = {"raising": "tests.plugins:Raising", "zero_half": "tests.plugins:ZeroHalf",
            "greedy": "tests.plugins:Greedy", "sleepy": "tests.plugins:Sleepy",
            "stale_save": "tests.plugins:StaleSave", "half_saves_float": "tests.plugins:HalfSavesFloat",
            "double_save": "tests.plugins:DoubleSave", "unseeded": "tests.plugins:Unseeded",
-           "stateful": "tests.plugins:Stateful"}
+           "stateful": "tests.plugins:Stateful", "own_tokenizer": "tests.plugins:OwnTokenizer"}
 
 
 def register(registry_module) -> None:

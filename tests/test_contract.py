@@ -44,3 +44,27 @@ def test_a_bare_model_is_a_result_without_facts_and_anything_else_is_refused():
     assert as_result(model, compressor) == CompressionResult(model)
     with pytest.raises(TypeError, match="must return a CompressionResult"):
         as_result({"model": model}, compressor)
+
+
+def test_a_returned_tokenizer_is_saved_counted_and_reads_the_inputs(tiny_model, data_env, tmp_path, plugins,
+                                                                     monkeypatch):
+    import json
+
+    from benchsuite import runner
+
+    given = []
+    real = runner.task_kind
+    monkeypatch.setattr(runner, "task_kind",
+                        lambda spec, tokenizer: (given.append(tokenizer), real(spec, tokenizer))[1])
+    assert main(["run", "--preset", "smoke", "--model", str(tiny_model), "--tasks", "sst2", "--compressors",
+                 "baseline,own_tokenizer", "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"),
+                 "--threads", "1"]) == 0
+    found = {r["compressor"]["name"]: r for r in (json.loads(p.read_text()) for p in (tmp_path / "r").rglob("*.json"))}
+    own, base = found["own_tokenizer"], found["baseline"]
+    assert any("compressor's own tokenizer" in note for note in own["notes"])
+    # the same weights, plus the tokenizer's files
+    assert own["measurements"]["disk"]["size_bytes"] > base["measurements"]["disk"]["size_bytes"]
+    assert "own tokenizer's files" in own["measurements"]["disk"]["method"]
+    assert own["scores"] == base["scores"]  # an identical tokenizer reads the same inputs
+    # after the task's own, the returned tokenizer (a copy) built the task kind that evaluated and measured it
+    assert len(given) == 2 and given[1] is not given[0]

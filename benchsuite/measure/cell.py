@@ -31,7 +31,10 @@ def measure_cell(*, compressor: Compressor, result: CompressionResult, before: F
     with tempfile.TemporaryDirectory(prefix="benchsuite-cell-") as tmp:
         folder = Path(tmp) / "model"
         compressor.save(result, folder)
-        disk = saved_size(folder, format=compressor.save_format)
+        # A compressor that changed the tokenizer ships it: its files count (the baseline's tokenizer does not).
+        extra = ([p for p in map(Path, result.tokenizer.save_pretrained(Path(tmp) / "tokenizer")) if p.is_file()]
+                 if result.tokenizer is not None else [])
+        disk = saved_size(folder, format=compressor.save_format, extra=extra)
         loader = f"{type(compressor).__module__}:{type(compressor).__qualname__}.load"
         memory = measure_model_memory(folder, inputs, batch_size=batch_size, threads=threads, loader=loader)
     baseline = load_baseline()

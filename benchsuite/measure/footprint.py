@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import tempfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -97,14 +98,17 @@ def disk_size(model: torch.nn.Module) -> DiskSize:
         return saved_size(Path(folder), format="safetensors")
 
 
-def saved_size(folder: Path, *, format: str, method: str | None = None) -> DiskSize:
-    """Bytes of the weight files a compressor saved in ``folder`` (configs and tokenizer excluded)."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
-    if not files:
+def saved_size(folder: Path, *, format: str, method: str | None = None, extra: Sequence[Path] = ()) -> DiskSize:
+    """Bytes of the weight files a compressor saved in ``folder`` (configs and tokenizer excluded), plus the
+    ``extra`` files (the tokenizer of a compressor that changed it, part of what it ships)."""
+    weights = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if not weights:
         raise ValueError(f"{folder} holds no weight files ({', '.join(WEIGHT_SUFFIXES)})")
+    files = weights + sorted(Path(p) for p in extra)
+    also = f" plus its own tokenizer's files ({', '.join(Path(p).name for p in extra)})" if extra else ""
     return DiskSize(size_bytes=sum(p.stat().st_size for p in files), gzip_bytes=sum(map(_gzip_size, files)),
                     format=format,
-                    method=method or f"bytes of the saved weight files ({', '.join(p.name for p in files)}), "
+                    method=method or f"bytes of the saved weight files ({', '.join(p.name for p in weights)}){also}, "
                                      f"then each gzip -6")
 
 
