@@ -68,9 +68,19 @@ def test_one_stage_pipeline_is_the_plain_cell(tiny_model, data_env, tmp_path):
         Pipeline([compressor])
 
 
-def test_pipeline_record_round_trips_and_reloads(tiny_model, data_env, tmp_path):
-    assert run(tiny_model, tmp_path / "r", tmp_path / "c", PIPELINE) == 0
-    data = records(tmp_path / "r")["distill+heads+dynamic_int8"]
+@pytest.fixture(scope="module")
+def pipeline_run(tiny_model, mirror, tmp_path_factory) -> tuple[Path, Path]:
+    """(record file, cache) of one smoke run of PIPELINE on sst2, shared by the tests that read it."""
+    folder = tmp_path_factory.mktemp("pipeline-run")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BENCHSUITE_DATA_DIR", str(mirror))
+        assert run(tiny_model, folder / "r", folder / "c", PIPELINE) == 0
+    return Path(records(folder / "r")["distill+heads+dynamic_int8"]["path"]), folder / "c"
+
+
+def test_pipeline_record_round_trips_with_every_stage(pipeline_run):
+    record_file, _ = pipeline_run
+    data = {**json.loads(record_file.read_text()), "path": str(record_file)}
     record = read_record(Path(data["path"]))
     assert record.status == "ok"
     assert json.loads(json.dumps(record.to_json())) == {k: v for k, v in data.items() if k != "path"}
@@ -139,14 +149,17 @@ def test_prefix_reuse_trains_a_shared_prefix_once(tiny_model, data_env, tmp_path
         found["distill+dynamic_int8"]["path"]).with_suffix(".predictions.jsonl").read_text()
 
 
-def test_exported_model_loads_and_reproduces_its_record(tiny_model, data_env, tmp_path):
+def test_exported_model_loads_and_reproduces_its_record(tiny_model, data_env, tmp_path, pipeline_run,
+                                                        monkeypatch):
     from benchsuite.export import load_exported
 
-    assert run(tiny_model, tmp_path / "r", tmp_path / "c", PIPELINE) == 0
-    record_file = Path(records(tmp_path / "r")["distill+heads+dynamic_int8"]["path"])
+    record_file, cache = pipeline_run
+    trained = []
+    monkeypatch.setattr(Distill, "reshape", lambda *a, **k: trained.append(a))
     out = tmp_path / "export"
-    assert main(["export", str(record_file), "--out", str(out), "--cache-dir", str(tmp_path / "c"),
+    assert main(["export", str(record_file), "--out", str(out), "--cache-dir", str(cache),
                  "--model", str(tiny_model), "--threads", "1"]) == 0
+    assert not trained  # the pipeline's trained prefix came from the cache the run filled
     card = (out / "README.md").read_text()
     record = read_record(record_file)
     assert build_compressor(PIPELINE).spec in card and record.key in card
@@ -164,17 +177,18 @@ def test_exported_model_loads_and_reproduces_its_record(tiny_model, data_env, tm
     recorded = [json.loads(line) for line in record_file.with_suffix(".predictions.jsonl").read_text().splitlines()]
     assert [json.loads(json.dumps(r)) for r in evaluation.predictions] == recorded
     assert evaluation.scores == record.scores
-    # an existing folder is kept unless --force; a failed record has nothing to export
-    assert main(["export", str(record_file), "--out", str(out), "--cache-dir", str(tmp_path / "c"),
+    # an existing folder is kept unless --force
+    assert main(["export", str(record_file), "--out", str(out), "--cache-dir", str(cache),
                  "--model", str(tiny_model)]) == 2
 
 
-def test_export_refuses_a_record_this_install_cannot_reproduce(tiny_model, data_env, tmp_path):
-    assert run(tiny_model, tmp_path / "r", tmp_path / "c", "dynamic_int8") == 0
-    record_file = Path(records(tmp_path / "r")["dynamic_int8"]["path"])
+def test_export_refuses_a_record_this_install_cannot_reproduce(tiny_model, data_env, tmp_path, pipeline_run, capsys):
+    record_file, cache = pipeline_run
     data = json.loads(record_file.read_text())
-    data["cell"]["seed"] = 7  # as if the run had used another seed than its provenance says
-    record_file.write_text(json.dumps(data))
-    assert main(["export", str(record_file), "--out", str(tmp_path / "x"), "--cache-dir", str(tmp_path / "c"),
+    data["cell"]["eval_data"]["rows_used"] += 1  # as if the run had evaluated other rows than this install selects
+    changed = tmp_path / record_file.name
+    changed.write_text(json.dumps(data))
+    assert main(["export", str(changed), "--out", str(tmp_path / "x"), "--cache-dir", str(cache),
                  "--model", str(tiny_model)]) == 2
+    assert "cell key differs in eval_data" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

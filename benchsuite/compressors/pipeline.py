@@ -166,7 +166,8 @@ class Pipeline(Compressor):
             model, tokenizer = result.model, result.tokenizer or tokenizer
             done.append({"layout": result.layout, "recovery": result.recovery,
                          "seconds": round(time.perf_counter() - began, 3), "reused_from_cache": False})
-            if prefixes is not None and index < len(self.stages) - 1 and result.tokenizer is None:
+            # a cached prefix holds weights only: none after a stage that changed the tokenizer
+            if prefixes is not None and index < len(self.stages) - 1 and tokenizer is None:
                 prefixes.put(self.stages[: index + 1], model, base_config, done)
         layout = {"base_config": base_config,
                   "stages": [{"name": s.name, "config": s.config.to_json(), "layout": d["layout"]}
