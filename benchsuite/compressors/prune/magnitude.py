@@ -28,7 +28,6 @@ same dense kernels (no sparse kernel or format), so speed and memory are unchang
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import nn
@@ -111,11 +110,7 @@ class Magnitude(Compressor):
     config_class = MagnitudeConfig
     NEEDS = RECOVERY_NEEDS
     save_format = "safetensors (dense: pruned weights are stored as zeros; only the gzip size shows the sparsity)"
-    #: Why the latency does not move: said in the layout of every record.
-    speed_note: ClassVar[str] = ("speed and memory unchanged: the zeros are stored and multiplied densely "
-                                 "(no sparse kernel or format)")
-
-    def compress(self, model: torch.nn.Module, *, context) -> torch.nn.Module:
+    def compress(self, model: torch.nn.Module, *, context) -> CompressionResult:
         sets = pruned_sets(model, embeddings=self.config.embeddings)
         target = self.config.sparsity
         steps: list[list] = []  # gradual: [step, target sparsity, achieved sparsity] at each mask update
@@ -157,7 +152,9 @@ class Magnitude(Compressor):
         parameters = sum(p.numel() for p in model.parameters())
         layout = {"schedule": self.config.schedule, "target_sparsity": self.config.sparsity, "sets": report,
                   "pruned_weights": pruned_total, "sparsity": round(pruned_total / size, 6),
-                  "share_of_all_parameters_pruned": round(pruned_total / parameters, 6), "speed": self.speed_note}
+                  "share_of_all_parameters_pruned": round(pruned_total / parameters, 6),
+                  # facts for the report: the zeros are stored and multiplied densely
+                  "sparse_storage": False, "sparse_kernel": False}
         if steps:
             layout["steps"] = steps
         return layout
