@@ -135,6 +135,9 @@ def export(record_file: Path, out: Path, *, cache_dir: Path, model: str | None =
         evaluation = cell.kind.evaluate(reloaded, setup.data.eval, batch_size=batch_size)
         summary = _compare(record, record_file, evaluation, out)
         write_text_atomic(tmp / "README.md", model_card(record, record_file, summary, compressor))
+        for path in tmp.rglob("*"):  # atomic writes create owner-only files; an export is for sharing
+            if path.is_file():
+                path.chmod(0o644)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
