@@ -182,15 +182,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    import torch
-
     from benchsuite.cache import default_cache_dir
     from benchsuite.export import export
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     summary = export(args.record, args.out, cache_dir=args.cache_dir or default_cache_dir(), model=args.model,
                      force=args.force)
     print(f"exported to {summary.folder}: {summary.same_predictions} of {summary.rows} predictions equal the "
@@ -201,6 +196,17 @@ def _export(args: argparse.Namespace) -> int:
         print("benchsuite: warning: the exported model does not reproduce the record exactly (another machine's "
               "kernels or thread count); its model card shows both", file=sys.stderr)
     return 0
+
+
+def _set_threads(threads: int | None) -> None:
+    """``--threads``: torch's thread count for this process (None: leave torch's default, every core)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _upgrade(results_dir: Path) -> int:
@@ -256,16 +262,11 @@ def _list(what: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
-
     from benchsuite.cache import default_cache_dir
     from benchsuite.presets import get_preset
     from benchsuite.runner import RunOptions, run
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     preset = get_preset(args.preset).limited(max_train=args.max_train, max_eval=args.max_eval)
     opts = RunOptions(
         tasks=args.tasks or preset.tasks,

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from benchsuite.compressors.base import Compressor
-from benchsuite.compressors.pipeline import Pipeline, stage_from_json
+from benchsuite.compressors.pipeline import Pipeline, stage_from_json, stage_label
 from benchsuite.compressors.registry import get_compressor_class
 from benchsuite.errors import UsageError
 from benchsuite.fileio import write_text_atomic
@@ -104,7 +104,7 @@ def export(record_file: Path, out: Path, *, cache_dir: Path, model: str | None =
         raise UsageError(f"{out} exists; choose another --out or pass --force to replace it")
     compressor = compressor_of(record)
     spec = load_task(record.task.name)
-    ref = resolve_model(model or (None if _is_default(record.model.name) else record.model.name))
+    ref = resolve_model(model) if model else _record_model(record.model.name)
     if ref.weights_sha256 != record.model.weights_sha256:
         raise UsageError(f"the model {ref.name} at {ref.path} has other weights than the record's "
                          f"({ref.weights_sha256[:12]} vs {record.model.weights_sha256[:12]}); pass --model with the "
@@ -129,7 +129,7 @@ def export(record_file: Path, out: Path, *, cache_dir: Path, model: str | None =
         write_text_atomic(tmp / EXPORT_FILE, json.dumps({
             "loader": f"{type(compressor).__module__}:{type(compressor).__qualname__}.load",
             "record": record_file.name, "key": record.key, "compressor": record.compressor.name,
-            "spec": _spec_text(record), "task": spec.name, "kind": spec.kind, "commit": record.provenance.git.commit,
+            "spec": spec_text(compressor), "task": spec.name, "kind": spec.kind, "commit": record.provenance.git.commit,
         }, indent=2) + "\n")
         reloaded, _ = load_exported(tmp)
         evaluation = cell.kind.evaluate(reloaded, setup.data.eval, batch_size=batch_size)
@@ -202,27 +202,18 @@ def _close(a: float | None, b: float | None) -> bool:
     return a == b or (a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9))
 
 
-def _is_default(name: str) -> bool:
+def _record_model(name: str):
+    """The record's model: the reference model when it is the one named (its weights hashed once), else the Hub
+    id or folder the record names."""
     from benchsuite.models import resolve_model  # noqa: PLC0415
 
-    return resolve_model(None).name == name
+    default = resolve_model(None)
+    return default if default.name == name else resolve_model(name)
 
 
-def _spec_text(record: Record) -> str:
+def spec_text(compressor: Compressor) -> str:
     """The compressor as ``--compressors`` takes it."""
-    info = record.compressor
-    if info.stages:
-        return info.changed["pipeline"]
-    options = ",".join(f"{k}={_option(v)}" for k, v in sorted((info.changed or {}).items()))
-    return f"{info.name}:{options}" if options else info.name
-
-
-def _option(value) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list):
-        return ",".join(map(str, value))
-    return "null" if value is None else str(value)
+    return compressor.spec if isinstance(compressor, Pipeline) else stage_label(compressor)
 
 
 def model_card(record: Record, record_file: Path, summary: ExportSummary, compressor: Compressor) -> str:
@@ -233,7 +224,7 @@ def model_card(record: Record, record_file: Path, summary: ExportSummary, compre
     footprint, before = m.footprint or {}, m.footprint_before or {}
     disk = m.disk or {}
     memory = m.memory or {}
-    spec = _spec_text(record)
+    spec = spec_text(compressor)
     lines = [
         f"# {record.model.name}, {record.task.name}, compressed with `{spec}`",
         "",

@@ -125,9 +125,8 @@ class Pipeline(Compressor):
         if self._own_format:
             self.save_format = f"{last.save_format} (the last stage's format) + {PIPELINE_FILE}"
         else:
-            torch_state = any(getattr(s, "state_format", "safetensors") == "torch" for s in stages)
             self.save_format = (("torch.ao quantized state dict (torch.save; loaded with weights_only=True)"
-                                 if torch_state else "safetensors state dict")
+                                 if _state_format(stages) == "torch" else "safetensors state dict")
                                 + f" + config.json + {PIPELINE_FILE} (the stages replayed on load)")
 
     def describe(self) -> dict[str, Any]:
