@@ -1,4 +1,4 @@
-"""The ``benchsuite`` command: ``list``, ``describe``, ``run``, ``report`` and ``upgrade``.
+"""The ``benchsuite`` command: ``list``, ``describe``, ``run``, ``optimise``, ``report``, ``export`` and ``upgrade``.
 
 Bad usage (unknown task or compressor, missing model or data) prints one line and
 exits with code 2; a run in which some cells failed exits with code 1.
@@ -100,6 +100,50 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the Ray cluster to run on ('auto', or the address 'ray start --head' printed); "
                              "default: start a local instance on this machine's cores")
 
+    optimiser = sub.add_parser(
+        "optimise", help="search pipelines for the fastest (or smallest) model that keeps --min-retention, within "
+                         "a time budget; writes every candidate as a record and reports/optimise.md",
+        description="For each task: an Optuna study (multi-objective TPE, the bound as a constraint) proposes "
+                    "pipelines of the compressors that declare a search_space; poor candidates are stopped early "
+                    "on a slice of the evaluation split; the rest are scored in full and measured like any cell. "
+                    "Rerun with the same settings (and a larger budget) to continue the same study.")
+    optimiser.add_argument("--tasks", type=_csv, help="comma-separated task names or YAML paths (default: the "
+                                                        "preset's)")
+    optimiser.add_argument("--min-retention", type=float, required=True, metavar="FRACTION",
+                           help="the bound: the fraction of the baseline's score to keep on the full evaluation "
+                                "split (0.99 keeps 99%%)")
+    optimiser.add_argument("--objective", choices=["speed", "size"], default="speed",
+                           help="what to maximise within the bound: speed (batch-32 speedup over the baseline, "
+                                "default) or size (baseline file size over the model's)")
+    optimiser.add_argument("--budget-minutes", type=float, default=60.0,
+                           help="wall-clock budget for all tasks together, shared equally (default: 60); a "
+                                "candidate still running when it ends is stopped and recorded as over_budget")
+    optimiser.add_argument("--compressors", type=_csv,
+                           help="the compressors to build pipelines from (names; default: every available "
+                                "compressor that declares a search_space, see 'benchsuite describe NAME')")
+    optimiser.add_argument("--max-stages", type=int, default=3,
+                           help="most stages in a pipeline: up to this many minus one that training can continue "
+                                "from, then one final stage such as a quantiser (default: 3)")
+    optimiser.add_argument("--slice", type=int, default=256, metavar="EXAMPLES",
+                           help="evaluation examples (seeded sample) on which candidates and pipeline prefixes are "
+                                "checked before the full evaluation; stopped when the upper end of their paired "
+                                "95%% retention interval is below the bound (default: 256)")
+    optimiser.add_argument("--max-candidates", type=int,
+                           help="stop a task's search after this many new candidates (default: only the budget)")
+    optimiser.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
+                           help=f"data budget and default tasks (default: {DEFAULT_PRESET})")
+    optimiser.add_argument("--model", help="Hub id or local folder (default: all-MiniLM-L6-v2)")
+    optimiser.add_argument("--seed", type=int, default=42,
+                           help="seeds data, fine-tuning, compression, the slice and the sampler (default: 42)")
+    optimiser.add_argument("--threads", type=int, help="torch threads (default: every core)")
+    optimiser.add_argument("--results-dir", type=Path, default=Path("results"),
+                           help="where records and study files are written (default: results)")
+    optimiser.add_argument("--cache-dir", type=Path,
+                           help=f"fine-tuned baselines, teacher outputs and pipeline prefixes (default: "
+                                f"${CACHE_ENV}, else ~/.cache/benchsuite)")
+    optimiser.add_argument("--out", type=Path, default=Path("reports"),
+                           help="where reports/optimise.md and its plots are written (default: reports)")
+
     reporter = sub.add_parser("report", help="write reports/<preset>.md, its plots and reports/summary.csv from the "
                                              "records")
     reporter.add_argument("--results-dir", type=Path, default=Path("results"),
@@ -178,7 +222,47 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _upgrade(args.results_dir)
     if args.command == "export":
         return _export(args)
+    if args.command == "optimise":
+        return _optimise(args)
     return _run(args)
+
+
+def _optimise(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from benchsuite.cache import default_cache_dir
+    from benchsuite.optimise.search import OptimiseOptions, describe, optimise
+    from benchsuite.presets import get_preset
+    from benchsuite.report.optimise import write_optimise_report
+    from benchsuite.runner import RunOptions
+
+    _set_threads(args.threads)
+    if args.max_stages is not None and args.max_stages < 1:
+        raise UsageError(f"--max-stages must be >= 1, got {args.max_stages}")
+    preset = get_preset(args.preset)
+    opts = OptimiseOptions(
+        run=RunOptions(tasks=args.tasks or preset.tasks, compressors=(), preset=preset,
+                       results_dir=args.results_dir, cache_dir=args.cache_dir or default_cache_dir(),
+                       model=args.model, seed=args.seed),
+        min_retention=args.min_retention, objective=args.objective, budget_seconds=60 * args.budget_minutes,
+        max_stages=args.max_stages, slice_examples=args.slice, pool=args.compressors,
+        max_candidates=args.max_candidates)
+    summary = optimise(opts, progress=tqdm)
+    for outcome in summary.outcomes:
+        if outcome.study is None:
+            print(f"{outcome.task}: not searched ({outcome.stopped_because})")
+            continue
+        run = outcome.study.runs[-1]
+        print(f"{outcome.task}: {outcome.tried} new candidate(s) in {run.seconds / 60:.1f} of "
+              f"{run.budget_seconds / 60:.1f} min ({run.stopped_because}); study {outcome.study_file}")
+        if outcome.chosen is None:
+            print(f"  no candidate keeps {100 * args.min_retention:g}% on the full evaluation split yet")
+        else:
+            print(f"  chosen: {outcome.chosen.spec}: {describe(outcome.chosen)}")
+    for path in write_optimise_report(args.results_dir, args.out):
+        print(path)
+    print(f"searched for {summary.seconds / 60:.1f} min of a {args.budget_minutes:g}-min budget")
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -50,8 +50,9 @@ class CellTimeout(Exception):
 
 
 @contextlib.contextmanager
-def time_limit(seconds: float | None) -> Iterator[None]:
-    """Raise CellTimeout in this (main) thread once ``seconds`` have passed; None means no limit.
+def time_limit(seconds: float | None, error: Callable[[], BaseException] | None = None) -> Iterator[None]:
+    """Raise CellTimeout (or ``error()``) in this (main) thread once ``seconds`` have passed; None means no
+    limit. Limits do not nest: an inner one cancels the outer one's timer when it ends.
 
     SIGALRM interrupts between Python operations: one long native operation finishes first.
     """
@@ -63,6 +64,8 @@ def time_limit(seconds: float | None) -> Iterator[None]:
         return
 
     def expire(_signum, _frame):
+        if error is not None:
+            raise error()
         raise CellTimeout(f"the cell ran past its time limit of {seconds:g} s (--cell-timeout)")
 
     previous = signal.signal(signal.SIGALRM, expire)

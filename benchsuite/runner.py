@@ -208,13 +208,16 @@ def fail(record: Record, error: ErrorInfo, executor: ExecutorInfo = SERIAL, *, s
 
 
 def run_cell(path: Path, key: CellKey, compressor: Compressor, setup: TaskSetup, kind: TaskKind, baseline: dict,
-             opts: RunOptions, executor: ExecutorInfo = SERIAL) -> Record:
-    """Score one cell and write its record, ok or failed (error, traceback), atomically; return it."""
+             opts: RunOptions, executor: ExecutorInfo = SERIAL, *, compressed: CompressedCell | None = None) -> Record:
+    """Score one cell and write its record, ok or failed (error, traceback), atomically; return it.
+    ``compressed``: the cell's model, already compressed by :func:`compress_cell` (the optimiser checks it on a
+    slice first); None: compress it here."""
     record = new_record(key, compressor, setup, baseline, opts, executor)
     notes = list(record.notes)
     try:
         with time_limit(opts.cell_timeout):
-            _score_cell(record, compressor, setup.spec, kind, setup.data, baseline, opts, path, executor)
+            _score_cell(record, compressor, setup.spec, kind, setup.data, baseline, opts, path, executor,
+                        compressed)
         record.notes = notes + record.notes
     except (KeyboardInterrupt, SystemExit):
         raise
@@ -228,10 +231,12 @@ def run_cell(path: Path, key: CellKey, compressor: Compressor, setup: TaskSetup,
 
 
 def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: TaskKind, data: TaskData,
-                baseline: dict, opts: RunOptions, path: Path, executor: ExecutorInfo) -> None:
+                baseline: dict, opts: RunOptions, path: Path, executor: ExecutorInfo,
+                compressed_cell: CompressedCell | None = None) -> None:
     record.notes = []  # this cell's own notes; run_cell puts the data's before them
     teacher_path = baseline["path"]
-    compressed_cell = compress_cell(compressor, spec, kind, data, baseline, opts)
+    if compressed_cell is None:
+        compressed_cell = compress_cell(compressor, spec, kind, data, baseline, opts)
     result, kind, before = compressed_cell.result, compressed_cell.kind, compressed_cell.before
     compress_seconds = compressed_cell.seconds
     compressed = result.model
@@ -274,9 +279,10 @@ class CompressedCell:
 
 
 def compress_cell(compressor: Compressor, spec: TaskSpec, kind: TaskKind, data: TaskData, baseline: dict,
-                  opts: RunOptions) -> CompressedCell:
+                  opts: RunOptions, *, on_stage=None) -> CompressedCell:
     """Compress the task's fine-tuned model as a cell does: seeded, with the declared needs provided lazily,
-    and for a pipeline with its prefix cache. ``benchsuite export`` rebuilds a record's model through this."""
+    and for a pipeline with its prefix cache. ``benchsuite export`` rebuilds a record's model through this.
+    ``on_stage``: called by a pipeline after each stage but the last (see :class:`CompressionContext`)."""
     if compressor.supported_kinds is not None and spec.kind not in compressor.supported_kinds:
         raise ValueError(f"{compressor.name} does not support {spec.kind} tasks "
                          f"(it supports {sorted(compressor.supported_kinds)})")
@@ -308,7 +314,7 @@ def compress_cell(compressor: Compressor, spec: TaskSpec, kind: TaskKind, data: 
                 if isinstance(compressor, Pipeline) else None)
     context = CompressionContext(needs=compressor.NEEDS, task=spec, tokenizer=kind.tokenizer, seed=opts.seed,
                                  providers=providers, train_config=TrainConfig(**baseline["hyper_parameters"]),
-                                 prefix_cache=prefixes)
+                                 prefix_cache=prefixes, on_stage=on_stage)
     start = time.perf_counter()
     result = as_result(compressor.compress(model, context=context), compressor)
     seconds = time.perf_counter() - start

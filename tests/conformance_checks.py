@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -248,3 +248,36 @@ def check_deterministic(cls, setup: Setup, first: Compressed) -> None:
     unequal = {k: v for k, v in differences.items() if not identical(first.outputs[k], second.outputs[k])}
     assert not unequal, (f"{cls.name}: two compress() runs with seed {SEED} predict differently "
                          f"(max difference per output: {unequal})")
+
+
+#: What an option value in a ``search_space`` may be: a JSON scalar, which Optuna's categorical distribution holds.
+SEARCH_VALUE_TYPES = (bool, int, float, str, type(None))
+
+
+def check_search_space(cls) -> None:
+    """``search_space`` is None (not searched) or a dict of config field -> non-empty tuple of JSON scalars, and
+    every value builds a valid config on its own (``from_params({option: value})``) that holds that very value."""
+    space = cls.search_space
+    if space is None:
+        return
+    assert isinstance(space, dict), (f"{cls.name}: search_space must be None or a dict of option -> tuple of values, "
+                                     f"got {type(space).__name__}")
+    known = {f.name for f in fields(cls.config_class)}
+    for option, values in space.items():
+        assert option in known, (f"{cls.name}: search_space names option {option!r}, which is not a field of "
+                                 f"{cls.config_class.__name__} (known: {sorted(known)})")
+        assert isinstance(values, tuple) and values, (f"{cls.name}: search_space[{option!r}] must be a non-empty "
+                                                      f"tuple of values, got {values!r}")
+        for value in values:
+            assert isinstance(value, SEARCH_VALUE_TYPES), (
+                f"{cls.name}: search_space option {option}, value {value!r} is a {type(value).__name__}; values must "
+                "be JSON scalars (bool, int, float, str or None) so Optuna's categorical distribution can hold them")
+            try:
+                config = cls.config_class.from_params({option: value})
+            except (ValueError, TypeError) as exc:
+                raise AssertionError(f"{cls.name}: search_space option {option}, value {value!r} is refused by "
+                                     f"{cls.config_class.__name__}: {exc}") from exc
+            built = getattr(config, option)
+            assert built == value and type(built) is type(value), (
+                f"{cls.name}: search_space option {option}, value {value!r} ({type(value).__name__}) is read as "
+                f"{built!r} ({type(built).__name__}); give it in the field's type")

@@ -75,10 +75,18 @@ class Sleepy(Compressor):
 
     name = "sleepy"
     config_class = SleepyConfig
+    search_space = {"seconds": (0.0,), "tag": (1, 2, 3)}  # a plugin's own space (tests/test_optimise.py)
 
     def compress(self, model, *, context):
         time.sleep(self.config.seconds)
         return model
+
+
+class Slow(Sleepy):
+    """Ten minutes of nothing: a candidate only a budget can stop."""
+
+    name = "slow"
+    search_space = {"seconds": (600.0,)}
 
 
 # Deliberately broken compressors: each breaks one conformance check (tests/conformance_checks.py) and no
@@ -172,7 +180,7 @@ class OwnTokenizer(Compressor):
 
 # name -> entry-point value, registered by the ``plugins`` fixture and by ``tests.plugin_cli``
 PLUGINS = {"raising": "tests.plugins:Raising", "zero_half": "tests.plugins:ZeroHalf",
-           "greedy": "tests.plugins:Greedy", "sleepy": "tests.plugins:Sleepy",
+           "greedy": "tests.plugins:Greedy", "sleepy": "tests.plugins:Sleepy", "slow": "tests.plugins:Slow",
            "stale_save": "tests.plugins:StaleSave", "half_saves_float": "tests.plugins:HalfSavesFloat",
            "double_save": "tests.plugins:DoubleSave", "unseeded": "tests.plugins:Unseeded",
            "stateful": "tests.plugins:Stateful", "own_tokenizer": "tests.plugins:OwnTokenizer"}

@@ -69,6 +69,15 @@ def test_version_describe_and_list_say_what_a_user_needs(capsys, mirror, monkeyp
     assert "held apart" in lines["qnli"]
 
 
+def test_describe_says_what_benchsuite_optimise_searches(capsys):
+    assert main(["describe", "distill"]) == 0
+    assert "\nsearched by 'benchsuite optimise': layers in (2, 3, 4)\n" in capsys.readouterr().out + "\n"
+    assert main(["describe", "baseline"]) == 0
+    assert "\nnot searched by 'benchsuite optimise' (it declares no search_space)" in capsys.readouterr().out
+    assert main(["describe", "fp16"]) == 0
+    assert "\nsearched by 'benchsuite optimise' at its defaults" in capsys.readouterr().out
+
+
 def test_every_built_in_option_says_what_it_means():
     from benchsuite.compressors.describe import options
     from benchsuite.compressors.registry import get_compressor_class, registered

@@ -86,6 +86,12 @@ def test_config_round_trips_through_json_and_hashes_stably(name):
     assert cls().config.config_hash() == config.config_hash()
 
 
+@pytest.mark.parametrize("name", COMPRESSORS)
+def test_search_space_is_valid(name):
+    # what `benchsuite optimise` may try: known options, each value a valid config in the field's own type
+    checks.check_search_space(get_compressor_class(name))
+
+
 @pytest.mark.parametrize("kind", sorted(TASK_OF_KIND))
 @pytest.mark.parametrize("name", COMPRESSORS)
 def test_compressed_model_still_evaluates(name, kind, records_of):

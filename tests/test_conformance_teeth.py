@@ -4,13 +4,15 @@ The broken compressors live in ``tests/plugins.py`` and are reached through the 
 (the ``plugins`` fixture), exactly as ``tests/test_conformance.py`` reaches a real one, and run
 through the same functions (``tests/conformance_checks.py``). Each must fail its own check and pass
 the other two, so a failure is the check seeing the breakage, not the plugin failing everywhere; the
-correct ``zero_half`` plugin passes all three.
+correct ``zero_half`` plugin passes all three. The search-space check reads only the class, so its
+broken compressors are subclasses of ``zero_half`` defined here.
 """
 
 import pytest
 
 from benchsuite.compressors.registry import get_compressor_class
 from tests import conformance_checks as checks
+from tests.plugins import ZeroHalf
 
 KIND, TASK = "classification", "sst2"
 CHECKS = ("reload", "not_larger_on_disk", "deterministic")
@@ -77,3 +79,23 @@ def test_the_reload_tolerance_applies_to_quantised_kernels_only(setup, plugins, 
     difference = checks.max_differences(compressed.outputs, reloaded)["logits"]
     scale = float(compressed.outputs["logits"].abs().max())
     assert checks.RELOAD_RTOL * scale < difference < 1e-2 * scale
+
+
+class UnknownSearchOption(ZeroHalf):
+    name = "unknown_search_option"
+    search_space = {"factor": (0.5,), "strength": (0.5, 1.0)}  # ScaleConfig has no "strength"
+
+
+class WrongSearchType(ZeroHalf):
+    name = "wrong_search_type"
+    search_space = {"factor": (0.5, "1.0")}  # a string for a float field
+
+
+@pytest.mark.parametrize(("cls", "message"), [
+    (UnknownSearchOption, "unknown_search_option: search_space names option 'strength', which is not a field"),
+    (WrongSearchType, "wrong_search_type: search_space option factor, value '1.0' is refused by ScaleConfig"),
+], ids=["unknown option", "wrong type"])
+def test_the_search_space_check_fails_on_a_bad_search_space(cls, message):
+    with pytest.raises(AssertionError, match=message):
+        checks.check_search_space(cls)
+    checks.check_search_space(type("Good", (ZeroHalf,), {"search_space": {"factor": (0.5, 1.0)}}))

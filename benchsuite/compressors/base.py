@@ -54,6 +54,7 @@ A complete plugin, registered in its package's ``pyproject.toml`` under
         name = "zero_small"
         config_class = ZeroSmallConfig
         NEEDS = frozenset()            # or any of NEEDS_TABLE: {"train_data", "teacher", ...}
+        search_space = {"threshold": (1e-3, 1e-2)}  # what 'benchsuite optimise' may try
 
         def compress(self, model, *, context):
             zeroed = 0
@@ -73,7 +74,10 @@ PyTorch model that training can continue from (int8 kernels, ONNX, fp16) sets
 ``trainable_output = False``, and a pipeline refuses any stage after it. A compressor that
 needs an optional package names it in ``requires`` (import names) and ``install_hint``; it
 is then listed as unavailable, refused by ``run`` and skipped by the conformance tests, with
-that hint, where the package is missing.
+that hint, where the package is missing. ``search_space`` names a few values of each option
+that ``benchsuite optimise`` may try (options not named keep their defaults; ``{}``: the
+defaults only; ``None``, the default: not searched); the optimiser searches pipelines of the
+compressors that declare one.
 
 ``benchsuite run --compressors zero_small`` then scores it on every task.
 """
@@ -166,7 +170,7 @@ class CompressionContext:
     """What a compressor may use besides the model; only declared needs are reachable."""
 
     def __init__(self, *, needs: frozenset[str], task, tokenizer, seed: int, providers: dict[str, Any],
-                 train_config=None, prefix_cache=None):
+                 train_config=None, prefix_cache=None, on_stage=None):
         self._needs = needs
         self._providers = providers
         self.task = task  # the TaskSpec
@@ -174,12 +178,15 @@ class CompressionContext:
         self.seed = seed
         self.train_config = train_config  # the baseline's TrainConfig (the preset's epochs applied)
         self.prefix_cache = prefix_cache  # a pipeline's cache of trained prefixes (the runner's), or None
+        # called by a pipeline after each stage but the last, as on_stage(stages_done, model); it may raise to stop
+        # the cell there (the optimiser checks a prefix on an evaluation slice), or None
+        self.on_stage = on_stage
 
     def restricted(self, needs: frozenset[str]) -> CompressionContext:
         """The same context, with only ``needs`` reachable (a pipeline stage sees what it declared)."""
         return CompressionContext(needs=frozenset(needs) & self._needs, task=self.task, tokenizer=self.tokenizer,
                                   seed=self.seed, providers=self._providers, train_config=self.train_config,
-                                  prefix_cache=self.prefix_cache)
+                                  prefix_cache=self.prefix_cache, on_stage=self.on_stage)
 
     def _get(self, need: str):
         if need not in self._needs:
@@ -242,6 +249,10 @@ class Compressor(ABC):
     NEEDS: ClassVar[frozenset[str]] = frozenset()
     # Task kinds it handles; None means every kind.
     supported_kinds: ClassVar[frozenset[str] | None] = None
+    #: What ``benchsuite optimise`` may try: a few values of each option that matters, e.g.
+    #: ``{"layers": (2, 3, 4)}``; options not named keep their defaults; ``{}``: the defaults only; None (the
+    #: default): not searched. Every value must be valid for its config field (the conformance tests build each).
+    search_space: ClassVar[dict[str, tuple] | None] = None
 
     def __init__(self, config: CompressorConfig | None = None):
         config = config if config is not None else self.config_class()
@@ -259,6 +270,11 @@ class Compressor(ABC):
         if not missing:
             return None
         return f"needs {', '.join(missing)}" + (f": {cls.install_hint}" if cls.install_hint else "")
+
+    def refusal(self) -> str | None:
+        """Why this configuration cannot run on this machine (8-bit activations on a CPU without VNNI), or None:
+        ``benchsuite optimise`` asks before any work; ``compress`` raises with the same words."""
+        return None
 
     @abstractmethod
     def compress(self, model: torch.nn.Module, *, context: CompressionContext) -> CompressionResult:

@@ -26,6 +26,7 @@ class _Cast(RebuiltCompressor):
     family = "quantisation"
     dtype: ClassVar[torch.dtype]
     config_class = CastConfig
+    search_space = {}  # fp16 and bf16 have no options: the defaults only
 
     trainable_output = False  # half-precision weights: recovery training runs in fp32
 

@@ -90,10 +90,22 @@ def describe(name: str) -> str:
                   f"saves {instance.save_format}", ""]
     docs = options(cls.config_class)
     if not docs:
-        return "\n".join(lines + ["no options"])
-    width = max(len(d.name) for d in docs)
-    type_width = max(len(d.type) for d in docs)
-    lines.append(f"options ('{name}:option=value,...'):")
-    for d in docs:
-        lines.append(f"  {d.name:{width}}  {d.type:{type_width}}  default {d.default!r:10}  {d.meaning}".rstrip())
-    return "\n".join(lines)
+        lines.append("no options")
+    else:
+        width = max(len(d.name) for d in docs)
+        type_width = max(len(d.type) for d in docs)
+        lines.append(f"options ('{name}:option=value,...'):")
+        for d in docs:
+            lines.append(f"  {d.name:{width}}  {d.type:{type_width}}  default {d.default!r:10}  {d.meaning}".rstrip())
+    return "\n".join(lines + ["", searched(cls)])
+
+
+def searched(cls: type) -> str:
+    """One line on what ``benchsuite optimise`` may try of the compressor (its ``search_space``)."""
+    space = cls.search_space
+    if space is None:
+        return "not searched by 'benchsuite optimise' (it declares no search_space)"
+    if not space:
+        return "searched by 'benchsuite optimise' at its defaults"
+    tried = "; ".join(f"{option} in ({', '.join(repr(v) for v in values)})" for option, values in space.items())
+    return f"searched by 'benchsuite optimise': {tried}"

@@ -41,6 +41,7 @@ class Distill(ReshapeAndRecover):
     family = "distillation"
     name = "distill"
     config_class = DistillConfig
+    search_space = {"layers": (2, 3, 4)}  # the student's depth: the size/accuracy trade
     # The student is a plain checkpoint of the shallower config: saved and loaded with save_pretrained.
     save_format = "safetensors"
 

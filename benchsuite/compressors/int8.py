@@ -84,6 +84,14 @@ class _Int8(RebuiltCompressor):
     compute = "int8"
     trainable_output = False
 
+    def refusal(self) -> str | None:
+        try:
+            if not self.config.reduce_range:
+                check_full_range(self.config.engine, cpu_vector_flags())
+        except ValueError as exc:
+            return str(exc)
+        return None
+
     def _set_engine(self) -> None:
         set_engine(self.config.engine)
         if not self.config.reduce_range:
@@ -115,6 +123,7 @@ class _Int8(RebuiltCompressor):
 class DynamicInt8(_Int8):
     name = "dynamic_int8"
     config_class = Int8Config
+    search_space = {"reduce_range": (True, False), "outlier_channels": (0, 4)}  # 7 vs 8-bit activations; outlier split
 
     def compress(self, model, *, context):
         names, layout = self._split_outliers(model.eval(), lambda: self._calibration_batches(context))
@@ -147,6 +156,7 @@ class StaticInt8Config(Int8Config):
 class StaticInt8(_Int8):
     name = "static_int8"
     config_class = StaticInt8Config
+    search_space = {"reduce_range": (True, False), "outlier_channels": (0, 4)}  # 7 vs 8-bit activations; outlier split
 
     def compress(self, model, *, context):
         batches = self._calibration_batches(context)  # for the outlier split and the observers alike

@@ -252,6 +252,7 @@ class OrtInt8(Compressor):
 
     name = "ort_int8"
     config_class = OrtInt8Config
+    search_space = {"mode": ("dynamic", "static")}  # the one choice that changes the graph's kernels
     NEEDS = frozenset({"calibration_data"})  # read in static mode only
 
     @staticmethod

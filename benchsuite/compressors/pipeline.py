@@ -129,6 +129,9 @@ class Pipeline(Compressor):
                                  if _state_format(stages) == "torch" else "safetensors state dict")
                                 + f" + config.json + {PIPELINE_FILE} (the stages replayed on load)")
 
+    def refusal(self) -> str | None:
+        return next((f"{s.name}: {r}" for s in self.stages if (r := s.refusal()) is not None), None)
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "config": self.config.to_json(), "config_hash": self.config.config_hash(),
                 "changed": {"pipeline": self.spec}}
@@ -156,6 +159,8 @@ class Pipeline(Compressor):
                     start = count
                     log.info("%s: reusing the cached model of its first %d stage(s) (%s)", self.name, count,
                              SEPARATOR.join(s.name for s in self.stages[:count]))
+                    if context.on_stage is not None:
+                        context.on_stage(self.stages[:count], model)
                     break
         for index in range(start, len(self.stages)):
             stage = self.stages[index]
@@ -168,6 +173,8 @@ class Pipeline(Compressor):
             # a cached prefix holds weights only: none after a stage that changed the tokenizer
             if prefixes is not None and index < len(self.stages) - 1 and tokenizer is None:
                 prefixes.put(self.stages[: index + 1], model, base_config, done)
+            if context.on_stage is not None and index < len(self.stages) - 1 and tokenizer is None:
+                context.on_stage(self.stages[: index + 1], model)
         layout = {"base_config": base_config,
                   "stages": [{"name": s.name, "config": s.config.to_json(), "layout": d["layout"]}
                              for s, d in zip(self.stages, done, strict=True)]}

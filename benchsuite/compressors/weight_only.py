@@ -82,8 +82,10 @@ class _WeightOnly(RebuiltCompressor):
 class WeightOnlyInt8(_WeightOnly):
     name = "weight_only_int8"
     bits = 8
+    search_space = {}  # 8 bits lose little at the default group size: the defaults only
 
 
 class WeightOnlyInt4(_WeightOnly):
     name = "weight_only_int4"
     bits = 4
+    search_space = {"group_size": (32, 64, 128)}  # at 4 bits the group size trades accuracy for size

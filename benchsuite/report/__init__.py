@@ -2,9 +2,10 @@
 
 ``write_reports`` writes, per preset, ``reports/<preset>.md`` (the answer first, then the
 per-cell tables) and its plots under ``reports/<preset>/``, and ``reports/summary.csv`` with a
-row per successful cell of every preset. It reads records and their saved predictions only
-(typed, upgraded from older schemas when read): no compressor or plugin is imported, so a
-report renders records of compressors that are not installed here. Output depends only on
+row per successful cell of every preset, and, when ``benchsuite optimise`` has written study files,
+``reports/optimise.md`` with a plot per study (:mod:`benchsuite.report.optimise`). It reads records
+and their saved predictions only (typed, upgraded from older schemas when read): no compressor or
+plugin is imported, so a report renders records of compressors that are not installed here. Output depends only on
 the records (no clock, sorted rows, seeded bootstrap, PNGs without timestamps), so
 regenerating from the same ``results/`` gives identical files. A file that is not a readable
 record is skipped with a warning naming it.
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from benchsuite.errors import UsageError
 from benchsuite.fileio import write_text_atomic
+from benchsuite.optimise.study import SUFFIX as STUDY_SUFFIX
 from benchsuite.records import Record, read_record
 from benchsuite.report.cells import COLUMNS, Cell, build_cells
 
@@ -30,6 +32,8 @@ def load_records(results_dir: Path) -> list[tuple[Record, str]]:
     """Every readable record under ``results_dir`` with its path relative to it, sorted by path."""
     records = []
     for path in sorted(results_dir.rglob("*.json")):
+        if path.name.endswith(STUDY_SUFFIX):  # an optimiser's study, not a cell record
+            continue
         try:
             record = read_record(path)
         except ValueError as exc:
@@ -51,6 +55,7 @@ def write_reports(results_dir: Path, out_dir: Path, *, plots: bool = True) -> li
     """Write every report; returns the Markdown files (one per preset, sorted), then the summary CSV, then
     the plots."""
     from benchsuite.report.markdown import render  # noqa: PLC0415
+    from benchsuite.report.optimise import write_optimise_report  # noqa: PLC0415
     from benchsuite.report.plots import write_plots  # noqa: PLC0415
 
     if not results_dir.is_dir():
@@ -69,4 +74,5 @@ def write_reports(results_dir: Path, out_dir: Path, *, plots: bool = True) -> li
         figures_written += figures.values()
     summary = out_dir / SUMMARY
     write_text_atomic(summary, summary_csv(every_cell))
-    return [*markdown, summary, *figures_written]
+    optimised = write_optimise_report(results_dir, out_dir)
+    return [*markdown, summary, *optimised[:1], *figures_written, *optimised[1:]]

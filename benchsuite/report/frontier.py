@@ -21,14 +21,14 @@ def _objectives(cell: Cell) -> tuple[float, float, float] | None:
     return cell.retention, cell.speedup, -float(cell.size_bytes)
 
 
-def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return all(x >= y for x, y in zip(a, b, strict=True)) and any(x > y for x, y in zip(a, b, strict=True))
 
 
 def frontier(cells: Iterable[Cell]) -> list[Cell]:
     """The cells no other cell dominates, in the given order."""
     scored = [(c, o) for c in cells if (o := _objectives(c)) is not None]
-    return [c for c, o in scored if not any(_dominates(other, o) for _, other in scored)]
+    return [c for c, o in scored if not any(dominates(other, o) for _, other in scored)]
 
 
 def keeps_accuracy(cell: Cell) -> bool:

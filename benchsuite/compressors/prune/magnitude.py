@@ -108,6 +108,7 @@ class Magnitude(Compressor):
     family = "pruning"
     name = "magnitude"
     config_class = MagnitudeConfig
+    search_space = {"sparsity": (0.5, 0.7, 0.9)}  # light to heavy sparsity: the accuracy/zeros trade
     NEEDS = RECOVERY_NEEDS
     save_format = "safetensors (dense: pruned weights are stored as zeros; only the gzip size shows the sparsity)"
     def compress(self, model: torch.nn.Module, *, context) -> CompressionResult:

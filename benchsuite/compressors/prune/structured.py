@@ -117,11 +117,13 @@ class StructuredPrune(ReshapeAndRecover):
 class HeadPrune(StructuredPrune):
     name = "heads"
     config_class = HeadsConfig
+    search_space = {"heads": (0.25, 0.5), "ffn": (0.0, 0.5)}  # moderate head pruning, with or without FFN pruning
 
 
 class FfnPrune(StructuredPrune):
     name = "ffn"
     config_class = FfnConfig
+    search_space = {"ffn": (0.25, 0.5)}  # moderate fractions: beyond half, recovery rarely catches up
 
 
 def _sample(features: list[dict], count: int, seed: int) -> list[dict]:

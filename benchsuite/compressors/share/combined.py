@@ -41,6 +41,7 @@ class Albert(ReshapeAndRecover):
     family = "sharing"
     name = "albert"
     config_class = AlbertConfig
+    search_space = {"groups": (1, 3)}  # as cross_layer's: one shared layer or three
 
     def reshape(self, model: nn.Module, *, context) -> dict:
         groups = layer_groups(len(encoder_layers(model)), self.config.groups)

@@ -86,6 +86,7 @@ class CrossLayer(ReshapeAndRecover):
     family = "sharing"
     name = "cross_layer"
     config_class = CrossLayerConfig
+    search_space = {"groups": (1, 3)}  # all layers shared (ALBERT) or three shared groups
 
     def reshape(self, model: nn.Module, *, context) -> dict:
         groups = layer_groups(len(encoder_layers(model)), self.config.groups)

@@ -38,6 +38,7 @@ class ZeroSmall(Compressor):
     name = "zero_small"
     config_class = ZeroSmallConfig
     NEEDS = frozenset()  # weights only: no training data, teacher or calibration data
+    search_space = {"threshold": (1e-3, 1e-2)}  # what 'benchsuite optimise' may try: the default and 10x it
 
     def compress(self, model: torch.nn.Module, *, context) -> torch.nn.Module:
         encoder = getattr(model, "base_model", model)
