@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchsuite.cli import main
+from benchsuite.compressors.int8 import DynamicInt8, Int8Config
 from benchsuite.errors import UsageError
 from benchsuite.optimise import search
 from benchsuite.optimise.space import SearchSpace
@@ -124,6 +125,11 @@ def test_the_report_section_and_plot_are_written(two_runs):
     assert f"| stopped: {STOPPED} kept 50.0%" in text
     (png,) = (two_runs["reports"] / "optimise").glob("sst2-speed-*.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    # benchsuite report regenerates the same bytes from the study files, and links them from the preset's report
+    figure = png.read_bytes()
+    assert main(["report", "--results-dir", str(two_runs["results"]), "--out", str(two_runs["reports"])]) == 0
+    assert (two_runs["reports"] / "optimise.md").read_text() == text and png.read_bytes() == figure
+    assert "searched pipelines for sst2: its choices" in (two_runs["reports"] / "smoke.md").read_text()
 
 
 def _candidate(number, spec, retention, speedup, compression=2.0, bound=99.0):
@@ -163,7 +169,8 @@ def test_the_space_orders_stages_and_builds_every_candidate():
     space = SearchSpace("classification", pool=["distill", "heads", "dynamic_int8", "fp16"])
     assert space.trainable == ["distill", "heads"] and space.terminal == ["dynamic_int8", "fp16"]
     specs = [c.spec for c in space.candidates()]
-    assert len(specs) == len(set(specs)) == space.size() == (1 + 3 * (1 + 4) + 4) * (1 + 4 + 1)
+    int8 = 2 * len(space.values["dynamic_int8"]["reduce_range"])  # reduce_range=False only where VNNI allows it
+    assert len(specs) == len(set(specs)) == space.size() == (1 + 3 * (1 + 4) + 4) * (1 + int8 + 1)
     for candidate in space.candidates():
         names = [stage.name for stage in candidate.stages]
         assert names == sorted(names, key=["distill", "heads", "dynamic_int8", "fp16"].index)
@@ -186,3 +193,32 @@ def test_bad_settings_are_refused_with_the_fix(args, message, tiny_model, data_e
 def test_space_refuses_a_pool_name_without_a_space():
     with pytest.raises(UsageError, match="declares no search_space"):
         SearchSpace("classification", pool=["baseline"])
+
+
+def test_values_this_machine_refuses_are_left_out_of_the_space():
+    from benchsuite.optimise.space import _runnable_values
+    from tests.plugins import ZeroHalf
+
+    class Picky(ZeroHalf):
+        name = "picky"
+        search_space = {"factor": (0.5, 1.0)}
+
+        def refusal(self):
+            return "no full factor here" if self.config.factor == 1.0 else None
+
+    values, refused = _runnable_values(Picky)
+    assert values == {"factor": (0.5,)} and refused == {("factor", 1.0): "no full factor here"}
+    space = SearchSpace("classification", pool=["dynamic_int8"])
+    refuses = DynamicInt8(Int8Config(reduce_range=False)).refusal() is not None  # a CPU without VNNI
+    assert space.values["dynamic_int8"]["reduce_range"] == ((True,) if refuses else (True, False))
+    assert ("dynamic_int8:reduce_range=False" in space.refused) == refuses
+
+
+def test_a_failure_is_retried_by_a_later_run_only():
+    from benchsuite.optimise.study import decides
+
+    failed = CandidateResult(number=0, run=0, spec="x", params={}, status="failed", reason="a bug")
+    cut = CandidateResult(number=1, run=0, spec="y", params={}, status="over_budget")
+    stopped = CandidateResult(number=2, run=0, spec="z", params={}, status="stopped")
+    assert decides(failed, 0) and not decides(failed, 1)
+    assert not decides(cut, 0) and decides(stopped, 1)

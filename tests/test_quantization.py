@@ -301,3 +301,24 @@ def test_compressor_list_keeps_options_with_their_compressor():
         "baseline", "dynamic_int8:reduce_range=false,outlier_channels=4", "bf16")
     with pytest.raises(Exception, match="before any compressor"):
         _compressor_list("k=1,baseline")
+
+
+@pytest.mark.parametrize("compressor", [WeightOnlyInt8(), WeightOnlyInt4(WeightOnlyConfig(group_size=16))],
+                         ids=lambda c: c.name)
+def test_weight_only_quantises_a_factorised_embeddings_table(compressor, classifier, tmp_path):
+    """After factorized_embedding (a pipeline's earlier stage) the input embedding is a V x E table and an E x H
+    projection: the table is stored in groups, the projection as a Linear; the model reloads exactly."""
+    from benchsuite.compressors.share.factorize import factorize_embedding
+
+    factorize_embedding(classifier, 16)
+    batch = _batch()
+    with torch.inference_mode():
+        expected = classifier(**batch).logits
+    result = compressor.compress(copy.deepcopy(classifier), context=_context(compressor))
+    embedding = result.model.get_input_embeddings()
+    assert isinstance(embedding.table, GroupQuantEmbedding) and isinstance(embedding.project, GroupQuantLinear)
+    with torch.inference_mode():
+        got = result.model(**batch).logits
+    assert (got - expected).abs().max() < 0.1 * expected.abs().max() + 0.02
+    pipeline_free = compressor.restructure(copy.deepcopy(classifier), {})  # the skeleton a reload builds
+    assert isinstance(pipeline_free.get_input_embeddings().table, GroupQuantEmbedding)

@@ -280,3 +280,12 @@ def test_bad_options_are_named(config, params, field):
 def test_more_groups_than_layers_is_refused_at_compress_time(model):
     with pytest.raises(ValueError, match="groups must be in 1..6 .* got 7"):
         _compress(CrossLayer(CrossLayerConfig(groups=7, epochs=0)), model)
+
+
+def test_layers_pruned_unevenly_cannot_be_shared_and_the_error_says_what_to_do(model):
+    """A pipeline heads+cross_layer: the pruning stage left layers of different widths."""
+    layer = model.base_model.encoder.layer[0]  # layer 0 keeps 8 FFN neurons, layer 1 all of its
+    hidden = layer.intermediate.dense.in_features
+    layer.intermediate.dense, layer.output.dense = nn.Linear(hidden, 8), nn.Linear(8, hidden)
+    with pytest.raises(ValueError, match=r"layers \[0, 1\] have different shapes .* share the layers first"):
+        _compress(CrossLayer(CrossLayerConfig(groups=3, epochs=0)), model)

@@ -18,7 +18,7 @@ from torch import nn
 from benchsuite.compressors.base import CompressionResult, CompressorConfig
 from benchsuite.compressors.rebuild import RebuiltCompressor
 from benchsuite.quant.groupwise import GroupQuantEmbedding, GroupQuantLinear
-from benchsuite.quant.surgery import linear_names, replace_modules, word_embedding_name
+from benchsuite.quant.surgery import embedding_table_name, linear_names, replace_modules
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,8 @@ class _WeightOnly(RebuiltCompressor):
         names = linear_names(model)
         for name in names:  # fail before changing anything
             self._group(model.get_submodule(name).in_features, name)
-        if self.config.embeddings:
-            self._group(model.get_input_embeddings().embedding_dim, "the word embeddings")
+        if self.config.embeddings:  # the table itself: a factorised embedding's V x E table, after factorized_embedding
+            self._group(model.get_submodule(embedding_table_name(model)).embedding_dim, "the word embeddings")
 
         def linear(old: nn.Linear) -> GroupQuantLinear:
             group = self._group(old.in_features)
@@ -68,7 +68,7 @@ class _WeightOnly(RebuiltCompressor):
 
         replace_modules(model, names, linear)
         if self.config.embeddings:
-            replace_modules(model, [word_embedding_name(model)], embedding)
+            replace_modules(model, [embedding_table_name(model)], embedding)
         return model.eval()
 
     def _group(self, width: int, name: str = "") -> int:

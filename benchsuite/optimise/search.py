@@ -7,7 +7,8 @@ For each task, in turn, with an equal share of the budget left:
    proposes candidates from :class:`~benchsuite.optimise.space.SearchSpace` by ask and tell; the
    final-stage compressors alone are tried first (seconds each, where a training stage takes minutes);
 3. a candidate that already has a cell record on this machine is read, not recomputed; one whose slice
-   check or whose prefix's was stopped before is not tried again;
+   check or whose prefix's was stopped before is not tried again; one that failed in an earlier run is
+   tried again (the code may have been fixed);
 4. otherwise it is compressed as a cell is (prefix cache included). After each pipeline stage but the
    last, and after the last, the model is scored on a seeded slice of the evaluation split: when the
    upper end of its paired 95% bootstrap retention interval is below the bound, it is stopped there
@@ -46,6 +47,7 @@ from benchsuite.optimise.study import (
     Study,
     StudyKey,
     chosen,
+    decides,
     read_study,
     study_path,
     write_study,
@@ -195,7 +197,9 @@ def _search_task(setup: TaskSetup, space: SearchSpace, opts: OptimiseOptions, ru
     git = provenance(run_opts.seed).git
     study_file.runs.append(RunInfo(started=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
                                    budget_seconds=round(share, 1), seconds=0.0, stopped_because="running",
-                                   commit=git.commit, dirty=git.dirty))
+                                   commit=git.commit, dirty=git.dirty, left_out=dict(sorted(space.refused.items()))))
+    for value, why in sorted(space.refused.items()):
+        log.info("%s: not searched on this machine: %s (%s)", spec.name, value, why)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():
@@ -205,7 +209,8 @@ def _search_task(setup: TaskSetup, space: SearchSpace, opts: OptimiseOptions, ru
     study = optuna.create_study(directions=["maximize", "maximize"], sampler=sampler)
     for past in study_file.candidates:
         _replay(study, space, past, opts)
-    tried_names = {c.spec.split(":")[0] for c in study_file.candidates if "+" not in c.spec}
+    tried_names = {c.spec.split(":")[0] for c in study_file.candidates
+                   if "+" not in c.spec and c.status in ("measured", "stopped")}
     for params in space.seeds():
         if params["last"] not in tried_names:
             study.enqueue_trial(params)
@@ -220,7 +225,7 @@ def _search_task(setup: TaskSetup, space: SearchSpace, opts: OptimiseOptions, ru
         if opts.max_candidates is not None and tried >= opts.max_candidates:
             stopped_because = f"{opts.max_candidates} new candidates tried (--max-candidates)"
             break
-        if not _untried(space, study_file):
+        if not _untried(space, study_file, run_number):
             stopped_because = f"every candidate of the space decided ({space.size()})"
             break
         if repeats >= MAX_REPEATS:
@@ -230,7 +235,7 @@ def _search_task(setup: TaskSetup, space: SearchSpace, opts: OptimiseOptions, ru
             warnings.simplefilter("ignore")  # TPE's notes on conditional spaces, once per call
             trial = study.ask()
         candidate = space.suggest(trial)
-        known = study_file.find(candidate.spec)
+        known = study_file.find(candidate.spec, run_number)
         if known is None and candidate.stages:
             prefix = study_file.stopped_prefix(list(candidate.prefixes))
             if prefix is not None:  # free: a prefix of it kept too little already
@@ -244,7 +249,7 @@ def _search_task(setup: TaskSetup, space: SearchSpace, opts: OptimiseOptions, ru
             repeats += 1
             _tell(study, trial, known, opts)
             if repeats >= EXPLORE_AFTER:  # the sampler is circling what it knows: try an untried one next
-                untried = _untried(space, study_file)
+                untried = _untried(space, study_file, run_number)
                 if untried:
                     study.enqueue_trial(random.Random(run_opts.seed + len(study_file.candidates) + repeats)
                                         .choice(untried).params)
@@ -270,9 +275,9 @@ def _search_task(setup: TaskSetup, space: SearchSpace, opts: OptimiseOptions, ru
                        stopped_because=stopped_because)
 
 
-def _untried(space: SearchSpace, study: Study) -> list[Candidate]:
-    """The candidates of the space not decided yet, and not stopped already through a prefix."""
-    decided = {c.spec for c in study.candidates if c.status != "over_budget"}
+def _untried(space: SearchSpace, study: Study, run: int) -> list[Candidate]:
+    """The candidates of the space not decided yet in run ``run``, and not stopped already through a prefix."""
+    decided = {c.spec for c in study.candidates if decides(c, run)}
     return [c for c in space.candidates() if c.spec not in decided
             and study.stopped_prefix(list(c.prefixes)) is None]
 
@@ -501,7 +506,7 @@ def describe(result: CandidateResult) -> str:
     if result.status == "measured":
         ci = (f" [{result.retention_ci_low:.1f}-{result.retention_ci_high:.1f}]"
               if result.retention_ci_low is not None else "")
-        speed = f", {result.speedup:.2f}x faster" if result.speedup is not None else ""
+        speed = f", speedup {result.speedup:.2f}x" if result.speedup is not None else ""
         size = f", {result.compression:.2f}x smaller" if result.compression is not None else ""
         reused = " (record reused)" if result.reused_record else ""
         return f"retention {result.retention:.2f}%{ci}{speed}{size}{reused}"
@@ -510,5 +515,5 @@ def describe(result: CandidateResult) -> str:
 
 def _objective_text(result: CandidateResult, objective: str) -> str:
     if objective == "speed":
-        return f"({result.speedup:.2f}x faster, {result.retention:.2f}%)"
+        return f"(speedup {result.speedup:.2f}x, {result.retention:.2f}%)"
     return f"({result.compression:.2f}x smaller, {result.retention:.2f}%)"

@@ -7,12 +7,15 @@ that can only be last (a quantiser, or a compressor that saves in a format of it
 candidate is the baseline itself. Optuna sees the structure as conditional categorical choices:
 ``stage1`` (the first trainable stage, or ``none``), ``after:<name>`` (the next one after ``<name>``,
 or ``none``), ``last`` (the final stage, or ``none``), and each chosen stage's options as
-``<name>.<option>``. A new plugin joins by declaring ``search_space`` on its class.
+``<name>.<option>``. A new plugin joins by declaring ``search_space`` on its class. A declared value
+this machine refuses whatever the other options are (``Compressor.refusal``: 8-bit activations on a
+CPU without VNNI) is left out, and listed in ``refused``.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,6 +99,10 @@ class SearchSpace:
         self.max_stages = max_stages
         self._all: list[Candidate] | None = None
         self.classes = chosen
+        self.values, self.refused = {}, {}
+        for name, cls in chosen.items():
+            self.values[name], refused = _runnable_values(cls)
+            self.refused.update({f"{name}:{option}={value}": why for (option, value), why in refused.items()})
         order = sorted(chosen, key=lambda n: (FAMILY_ORDER.get(chosen[n].family, len(FAMILY_ORDER)), n))
         self.trainable = [n for n in order if _can_continue(chosen[n])] if max_stages > 1 else []
         self.terminal = [n for n in order if n not in self.trainable]
@@ -115,7 +122,7 @@ class SearchSpace:
             prev = param.split(":", 1)[1]
             return [NONE, *self.trainable[self.trainable.index(prev) + 1:]]
         name, _, option = param.partition(".")
-        return list(self.classes[name].search_space[option])
+        return list(self.values[name][option])
 
     def distributions(self, params: dict[str, Any]):
         """Each parameter's distribution, or None when a parameter or value is not in this space (a study
@@ -148,9 +155,8 @@ class SearchSpace:
             names.append(last)
         stages = []
         for name in names:
-            space = self.classes[name].search_space
             options = {option: trial.suggest_categorical(f"{name}.{option}", list(values))
-                       for option, values in sorted(space.items())}
+                       for option, values in sorted(self.values[name].items())}
             stages.append(Stage(name, tuple(sorted(options.items())), self.classes[name]))
         return Candidate(tuple(stages), dict(trial.params))
 
@@ -197,6 +203,29 @@ class _Branching:
         if name not in self.params:
             raise _Branch(name, choices)
         return self.params[name]
+
+
+def _runnable_values(cls: type[Compressor]) -> tuple[dict[str, tuple], dict[tuple[str, Any], str]]:
+    """The declared values of each option, less those this machine refuses whatever the other options are
+    (:meth:`Compressor.refusal`: 8-bit activations without VNNI); and those refused, with the reason."""
+    space = cls.search_space or {}
+    options = sorted(space)
+    combos = [dict(zip(options, values, strict=True)) for values in itertools.product(*(space[o] for o in options))]
+    reasons = {}
+    for combo in combos:
+        reason = cls(cls.config_class.from_params(combo)).refusal()
+        if reason is not None:
+            reasons[tuple(sorted(combo.items()))] = reason
+    kept, refused = {}, {}
+    for option in options:
+        kept[option] = tuple(v for v in space[option]
+                             if not all(tuple(sorted(c.items())) in reasons for c in combos if c[option] == v))
+        for value in set(space[option]) - set(kept[option]):
+            refused[(option, value)] = next(reasons[tuple(sorted(c.items()))] for c in combos if c[option] == value)
+        if not kept[option]:
+            raise UsageError(f"{cls.name}: every declared value of {option} is refused on this machine "
+                             f"({refused[(option, space[option][0])]}); leave {cls.name} out of --compressors")
+    return kept, refused
 
 
 def _can_continue(cls: type[Compressor]) -> bool:

@@ -93,6 +93,7 @@ class RunInfo:
     stopped_because: str
     commit: str | None
     dirty: bool | None
+    left_out: dict[str, str] = field(default_factory=dict)  # declared option values this machine refuses: why
 
 
 @dataclass
@@ -114,10 +115,10 @@ class Study:
         return cls(key=StudyKey(**data["key"]), candidates=[CandidateResult.from_json(c) for c in data["candidates"]],
                    runs=[RunInfo(**r) for r in data["runs"]])
 
-    def find(self, spec: str) -> CandidateResult | None:
-        """The last decided result for ``spec`` (one cut short by the budget is not decided)."""
+    def find(self, spec: str, run: int) -> CandidateResult | None:
+        """The last result for ``spec`` that decides it in run ``run`` (:func:`decides`)."""
         for candidate in reversed(self.candidates):
-            if candidate.spec == spec and candidate.status != "over_budget":
+            if candidate.spec == spec and decides(candidate, run):
                 return candidate
         return None
 
@@ -138,6 +139,14 @@ def chosen(study: Study) -> CandidateResult | None:
     if not scored:
         return None
     return max(scored, key=lambda c: (getattr(c, value), c.retention or 0.0, -c.number))
+
+
+def decides(candidate: CandidateResult, run: int) -> bool:
+    """Is ``candidate`` settled for run ``run``? Measured and stopped ones are; one cut short by the budget is
+    not; a failure is settled within its own run, and retried by a later one (the code may have been fixed)."""
+    if candidate.status == "failed":
+        return candidate.run == run
+    return candidate.status != "over_budget"
 
 
 def study_path(results_dir: Path, key: StudyKey, model_slug: str) -> Path:

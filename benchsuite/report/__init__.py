@@ -55,7 +55,7 @@ def write_reports(results_dir: Path, out_dir: Path, *, plots: bool = True) -> li
     """Write every report; returns the Markdown files (one per preset, sorted), then the summary CSV, then
     the plots."""
     from benchsuite.report.markdown import render  # noqa: PLC0415
-    from benchsuite.report.optimise import write_optimise_report  # noqa: PLC0415
+    from benchsuite.report.optimise import load_studies, write_optimise_report  # noqa: PLC0415
     from benchsuite.report.plots import write_plots  # noqa: PLC0415
 
     if not results_dir.is_dir():
@@ -64,12 +64,16 @@ def write_reports(results_dir: Path, out_dir: Path, *, plots: bool = True) -> li
     for record, path in load_records(results_dir):
         by_preset[record.preset].append((record, path))
     markdown, figures_written, every_cell = [], [], []
+    searched: dict[str, set[str]] = defaultdict(set)
+    for study, _ in load_studies(results_dir):
+        searched[study.key.preset].add(study.key.task)
     for preset, records in sorted(by_preset.items()):
         cells = build_cells(records, results_dir)
         every_cell += cells
         figures = write_plots(cells, out_dir / preset) if plots else {}
         path = out_dir / f"{preset}.md"
-        write_text_atomic(path, render(preset, records, cells, figures, out_dir))
+        write_text_atomic(path, render(preset, records, cells, figures, out_dir,
+                                       optimised=sorted(searched.get(preset, ()))))
         markdown.append(path)
         figures_written += figures.values()
     summary = out_dir / SUMMARY

@@ -87,14 +87,19 @@ def _section(study: Study, path: str, figure: Path | None, out_dir: Path) -> lis
         lines.append(f"| {number} | {run.started} | {run.budget_seconds / 60:.1f} | {run.seconds / 60:.1f} | "
                      f"{run.stopped_because} | {commit} |")
     lines.append("")
+    left_out = {value: why for run in study.runs for value, why in run.left_out.items()}
+    if left_out:
+        lines += ["Declared values not searched on this machine: " + "; ".join(
+            f"`{value}` ({why})" for value, why in sorted(left_out.items())) + ".", ""]
     best = chosen(study)
     if best is None:
         lines += [f"**Chosen: none.** No measured candidate keeps {100 * key.min_retention:g}% on the full "
                   f"evaluation split yet.", ""]
     else:
         retention = _pct(best.retention, best.retention_ci_low, best.retention_ci_high)
-        lines += [f"**Chosen: `{best.spec}`**: retention {retention} (paired 95% interval), {_ratio(best.speedup)} "
-                  f"faster at batch 32, {_ratio(best.compression)} smaller; record `{best.record}`.", ""]
+        lines += [f"**Chosen: `{best.spec}`**: retention {retention} (paired 95% interval), speedup "
+                  f"{_ratio(best.speedup)} at batch 32, {_ratio(best.compression)} smaller; record `{best.record}`.",
+                  ""]
         if best.retention_ci_low is not None and best.retention_ci_low < 100 * key.min_retention:
             lines += [f"Its interval reaches below {100 * key.min_retention:g}%: the bound is met by the point "
                       f"estimate, not beyond noise.", ""]

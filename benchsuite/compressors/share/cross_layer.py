@@ -61,6 +61,11 @@ def share_layers(model: nn.Module, groups: list[list[int]], *, init: str) -> Non
     layers = encoder_layers(model)
     for group in groups:
         members = [layers[i] for i in group]
+        shapes = [{k: tuple(v.shape) for k, v in member.state_dict().items()} for member in members]
+        if any(shape != shapes[0] for shape in shapes[1:]):
+            raise ValueError(f"layers {group} have different shapes (an earlier stage pruned them unevenly: heads or "
+                             "ffn), so one layer cannot stand for them all; share the layers first (cross_layer or "
+                             "albert before the pruning stage)")
         if init == "average":
             shared = copy.deepcopy(members[0])
             states = [member.state_dict() for member in members]
