@@ -71,6 +71,7 @@ from benchsuite.tasks import load_task
 log = logging.getLogger("benchsuite.optimise")
 
 RESERVE_SECONDS = 5.0  # left at the end of a task's share for writing the study
+FINAL_RESERVE_SECONDS = 30.0  # left at the end of the budget for starting up and writing the report (~20 s)
 MAX_REPEATS = 40  # proposals in a row of candidates already decided: the sampler has converged
 EXPLORE_AFTER = 3  # after this many repeats in a row, an untried candidate (seeded draw) is proposed next
 
@@ -133,7 +134,7 @@ def optimise(opts: OptimiseOptions, *, progress=None) -> OptimiseSummary:
     opts.validate()
     _require_optuna()
     began = time.monotonic()
-    deadline = began + opts.budget_seconds
+    deadline = began + opts.budget_seconds - min(FINAL_RESERVE_SECONDS, opts.budget_seconds / 10)
     specs = [load_task(name) for name in opts.run.tasks]
     spaces = {spec.kind: SearchSpace(spec.kind, max_stages=opts.max_stages, pool=opts.pool) for spec in specs}
     ref = resolve_model(opts.run.model)
