@@ -247,6 +247,15 @@ class Record:
         return self.cell.machine.label()
 
 
+#: The optimiser's study files (:mod:`benchsuite.optimise.study`) live beside the records; they are not records.
+STUDY_SUFFIX = ".study.json"
+
+
+def record_files(results_dir: Path) -> list[Path]:
+    """Every cell record file under ``results_dir`` (``*.json`` but study files), sorted."""
+    return [p for p in sorted(results_dir.rglob("*.json")) if not p.name.endswith(STUDY_SUFFIX)]
+
+
 def record_path(results_dir: Path, key: CellKey, model_slug: str) -> Path:
     return results_dir / key.preset / key.task / model_slug / f"{key.file_stem()}.json"
 
@@ -375,7 +384,7 @@ def upgrade_files(results_dir: Path, *, defaults: Callable[[str], dict[str, Any]
     (old, new) paths. Each file is written atomically before its old name is removed, so an
     interruption loses nothing."""
     moved = []
-    for path in sorted(results_dir.rglob("*.json")):
+    for path in record_files(results_dir):
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):

@@ -273,7 +273,7 @@ def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: Ta
 @dataclass(frozen=True)
 class CompressedCell:
     result: CompressionResult
-    seconds: float  # wall time of compress
+    seconds: float  # wall time of compress (less any on_stage hook: the optimiser's slice checks)
     before: Footprint  # the fine-tuned model's footprint
     kind: TaskKind  # the task kind that reads the compressed model's inputs (its own tokenizer, if it returned one)
 
@@ -312,12 +312,22 @@ def compress_cell(compressor: Compressor, spec: TaskSpec, kind: TaskKind, data: 
     prefixes = (PrefixCache(opts.cache_dir, baseline_key=baseline["cache_key"], seed=opts.seed,
                             providers={stage.name: provider(stage) for stage in compressor.stages})
                 if isinstance(compressor, Pipeline) else None)
+    hooked = 0.0  # seconds spent in on_stage (the optimiser's slice checks): not compression
+
+    def timed_hook(stages, staged_model) -> None:
+        nonlocal hooked
+        began = time.perf_counter()
+        try:
+            on_stage(stages, staged_model)
+        finally:
+            hooked += time.perf_counter() - began
+
     context = CompressionContext(needs=compressor.NEEDS, task=spec, tokenizer=kind.tokenizer, seed=opts.seed,
                                  providers=providers, train_config=TrainConfig(**baseline["hyper_parameters"]),
-                                 prefix_cache=prefixes, on_stage=on_stage)
+                                 prefix_cache=prefixes, on_stage=timed_hook if on_stage is not None else None)
     start = time.perf_counter()
     result = as_result(compressor.compress(model, context=context), compressor)
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start - hooked
     if result.tokenizer is not None:  # the compressor changed the vocabulary: its tokenizer reads the inputs
         kind = task_kind(spec, result.tokenizer)
     return CompressedCell(result=result, seconds=seconds, before=before, kind=kind)

@@ -10,7 +10,7 @@ import pytest
 
 from benchsuite.cellkey import key_of_record_json
 from benchsuite.measure.speed import NOISY
-from benchsuite.records import SCHEMA_VERSION, Record, read_record, upgrade, upgrade_files
+from benchsuite.records import SCHEMA_VERSION, Record, read_record, record_files, upgrade, upgrade_files
 from benchsuite.report import write_reports
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,7 +129,24 @@ def test_the_report_reads_records_without_importing_any_compressor(tmp_path):
 
 
 def committed() -> list[tuple[Path, dict]]:
-    return [(p, json.loads(p.read_text())) for p in sorted(RESULTS.rglob("*.json"))]
+    return [(p, json.loads(p.read_text())) for p in record_files(RESULTS)]
+
+
+def test_every_committed_study_reads_and_names_records_that_exist():
+    """The optimiser's study files (not records, so left out above): typed, and every record they name is here,
+    on this study's machine and task."""
+    from benchsuite.optimise.study import SUFFIX, read_study
+
+    for path in sorted(RESULTS.rglob(f"*{SUFFIX}")):
+        study = read_study(path)
+        assert study.runs and all(run.commit and run.dirty is False for run in study.runs), path
+        for candidate in study.candidates:
+            if candidate.record is not None:
+                record = read_record(RESULTS / candidate.record)
+                assert record.task.name == study.key.task and record.cell.machine.torch_threads == \
+                    study.key.machine["torch_threads"], (path, candidate.record)
+            if candidate.status == "measured":
+                assert candidate.record is not None and candidate.retention is not None, (path, candidate.spec)
 
 
 def test_every_committed_record_is_current_and_named_by_its_key():

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from benchsuite.fileio import write_text_atomic
+from benchsuite.records import STUDY_SUFFIX
 
 STUDY_SCHEMA = 1
-SUFFIX = ".study.json"  # the report reads these files as studies, never as cell records
+SUFFIX = STUDY_SUFFIX  # the report reads these files as studies, never as cell records
 
 # measured: scored on the full evaluation split and measured (a cell record); stopped: its retention on the
 # slice was below the bound beyond noise (upper end of the paired 95% interval), or a prefix's was;

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from benchsuite.errors import UsageError
 from benchsuite.fileio import write_text_atomic
-from benchsuite.optimise.study import SUFFIX as STUDY_SUFFIX
-from benchsuite.records import Record, read_record
+from benchsuite.records import Record, read_record, record_files
 from benchsuite.report.cells import COLUMNS, Cell, build_cells
 
 log = logging.getLogger("benchsuite.report")
@@ -31,9 +30,7 @@ SUMMARY = "summary.csv"
 def load_records(results_dir: Path) -> list[tuple[Record, str]]:
     """Every readable record under ``results_dir`` with its path relative to it, sorted by path."""
     records = []
-    for path in sorted(results_dir.rglob("*.json")):
-        if path.name.endswith(STUDY_SUFFIX):  # an optimiser's study, not a cell record
-            continue
+    for path in record_files(results_dir):
         try:
             record = read_record(path)
         except ValueError as exc:

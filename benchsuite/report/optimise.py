@@ -184,7 +184,7 @@ def study_plot(study: Study, path: Path) -> Path:
         handles, labels = ax.get_legend_handles_labels()
         if handles:
             unique = dict(zip(labels, handles, strict=True))
-            ax.legend(unique.values(), unique.keys(), loc="lower left", fontsize=7)
+            ax.legend(unique.values(), unique.keys(), loc="lower right", fontsize=7)
     threads = key.machine.get("torch_threads")
     fig.suptitle(f"optimise {key.task} ({key.preset}): keep {bound:g}%, maximise {key.objective}; "
                  f"{key.machine.get('cpu')}, {threads} thread{'s' if threads != 1 else ''} "
