@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from benchsuite.errors import UsageError
 from benchsuite.fileio import file_sha256
-from benchsuite.records import SplitInfo
+from benchsuite.records import HeldApart, SplitInfo
 from benchsuite.tasks.spec import TaskSpec
 
 DATA_DIR_ENV = "BENCHSUITE_DATA_DIR"
@@ -31,6 +31,8 @@ class TaskData:
     eval: datasets.Dataset
     train_info: SplitInfo
     eval_info: SplitInfo
+    dev: datasets.Dataset | None = None  # held out of training and evaluation (spec train_from_eval)
+    dev_info: SplitInfo | None = None
 
 
 def data_dir() -> Path | None:
@@ -61,17 +63,25 @@ def load_task_data(
         eval_rows = np.arange(len(eval_full))
         train_rows = np.arange(len(train_full))
     except MissingSplit as missing:
-        if not ds.train_fallback:
+        if ds.train_from_eval:  # its held-apart groups are the whole training pool
+            train_full, train_source = None, ""
+            train_note = (f"FALLBACK: {missing.path or 'train split'} is listed missing in the mirror's "
+                          f"MANIFEST.json; trained on the groups of {ds.eval_split} held apart alone")
+        elif not ds.train_fallback:
             raise
-        fraction = float(ds.train_fallback.get("fraction", 0.5))
-        group_by = ds.train_fallback.get("group_by")
-        train_rows, eval_rows = _hold_apart(eval_full, fraction, group_by, seed)
-        train_full, train_source = eval_full, eval_source
-        by = f", grouped by {group_by!r} so no group is in both" if group_by else ""
-        train_note = (f"FALLBACK: {missing.path or 'train split'} is listed missing in the mirror's MANIFEST.json; "
-                      f"trained on {fraction:.0%} of "
-                      f"{ds.eval_split} held apart{by} (seed {seed}); scored on the rest")
-        note_eval = (note_eval + "; " if note_eval else "") + "the part held apart for training is excluded"
+        else:
+            fraction = float(ds.train_fallback.get("fraction", 0.5))
+            group_by = ds.train_fallback.get("group_by")
+            train_rows, eval_rows = _hold_apart(eval_full, [fraction], group_by, seed)
+            train_full, train_source = eval_full, eval_source
+            by = f", grouped by {group_by!r} so no group is in both" if group_by else ""
+            train_note = (f"FALLBACK: {missing.path or 'train split'} is listed missing in the mirror's "
+                          f"MANIFEST.json; trained on {fraction:.0%} of "
+                          f"{ds.eval_split} held apart{by} (seed {seed}); scored on the rest")
+            note_eval = (note_eval + "; " if note_eval else "") + "the part held apart for training is excluded"
+    if ds.train_from_eval:
+        return _with_eval_groups(spec, (eval_full, eval_source), (train_full, train_source), train_note, note_eval,
+                                 max_train=max_train, max_eval=max_eval, seed=seed)
     train_sel = _sample(train_rows, max_train, seed)
     eval_sel = _sample(eval_rows, max_eval, seed + 1)
     return TaskData(
@@ -82,6 +92,67 @@ def load_task_data(
         eval_info=_info(spec, ds.eval_split, eval_full, eval_source, eval_rows, eval_sel, max_eval, seed + 1,
                         note_eval),
     )
+
+
+def _with_eval_groups(spec: TaskSpec, evaluated: tuple[datasets.Dataset, str],
+                      trained: tuple[datasets.Dataset | None, str], train_note: str, note_eval: str, *,
+                      max_train: int | None, max_eval: int | None, seed: int) -> TaskData:
+    """Training rows = the train split's (if any) + whole groups of the eval split; then a dev part held out
+    of both; the rest is evaluated. No group is in two parts, and the records list each part's groups."""
+    ds = spec.dataset
+    (eval_full, eval_source), (train_full, train_source) = evaluated, trained
+    how = ds.train_from_eval
+    group_by = how.get("group_by")
+    fractions = [float(how["fraction"]), float(how.get("dev_fraction", 0))]
+    extra, dev_rows, eval_rows = _hold_apart(eval_full, fractions, group_by, seed)
+    n_train = 0 if train_full is None else len(train_full)
+    # One index space over both files: the train split's rows, then the eval split's after them.
+    pool = np.concatenate([np.arange(n_train), n_train + extra])
+    train_sel = _sample(pool, max_train, seed)
+    from_train, from_eval = train_sel[train_sel < n_train], train_sel[train_sel >= n_train] - n_train
+    parts = [eval_full.select(from_eval)] if train_full is None else [train_full.select(from_train),
+                                                                       eval_full.select(from_eval)]
+    train = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    eval_fp = _fingerprint(eval_full, eval_source)
+    files = [(ds.train_split, train_source, _fingerprint(train_full, train_source))] if train_full is not None else []
+    files.append((ds.eval_split, eval_source, eval_fp))
+    by = f"whole {group_by!r} groups" if group_by else "rows"
+    held = HeldApart(split=ds.eval_split, group_by=group_by, groups=_groups(eval_full, extra, group_by),
+                     rows=len(extra), seed=seed)
+    sampled = max_train is not None and max_train < len(pool)
+    note = "; ".join(n for n in (train_note, (
+        f"{len(extra):,} rows of {ds.eval_split} join training ({by}, {fractions[0]:.0%} held apart, seed {seed}); "
+        f"no {group_by or 'row'} is also evaluated") ) if n)
+    train_info = SplitInfo(
+        repo_id=ds.repo_id, config=ds.config, split="+".join(f[0] for f in files),
+        source=" + ".join(f[1] for f in files),
+        fingerprint=eval_fp if len(files) == 1 else hashlib.sha256("+".join(f[2] for f in files).encode()).hexdigest(),
+        rows_available=len(pool), rows_used=len(train_sel),
+        selection=f"{len(train_sel)} rows sampled without replacement (seed {seed})" if sampled else "all rows",
+        selection_sha256=_selection_sha(train_sel), note=note, held_apart=held)
+    dev = dev_info = None
+    if len(dev_rows):
+        dev = eval_full.select(dev_rows)
+        dev_info = _info(spec, ds.eval_split, eval_full, eval_source, dev_rows, dev_rows, None, seed,
+                         f"held out of training and evaluation ({by}, {fractions[1]:.0%}); scored during the "
+                         f"baseline's training for its learning curve")
+        dev_info = replace(dev_info, held_apart=HeldApart(split=ds.eval_split, group_by=group_by,
+                                                          groups=_groups(eval_full, dev_rows, group_by),
+                                                          rows=len(dev_rows), seed=seed))
+    eval_sel = _sample(eval_rows, max_eval, seed + 1)
+    note_eval = (note_eval + "; " if note_eval else "") + (
+        "the groups held apart for training" + (" and dev" if dev is not None else "") + " are excluded")
+    return TaskData(train=train, eval=eval_full.select(eval_sel), train_info=train_info,
+                    eval_info=_info(spec, ds.eval_split, eval_full, eval_source, eval_rows, eval_sel, max_eval,
+                                    seed + 1, note_eval),
+                    dev=dev, dev_info=dev_info)
+
+
+def _groups(full: datasets.Dataset, rows: np.ndarray, group_by: str | None) -> list[str]:
+    if group_by is None:
+        return []
+    values = full[group_by][:]
+    return sorted({str(values[i]) for i in rows})
 
 
 class MissingSplit(UsageError):
@@ -132,26 +203,29 @@ def _sample(rows: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
     return np.sort(rng.choice(rows, size=limit, replace=False))
 
 
-def _hold_apart(full: datasets.Dataset, fraction: float, group_by: str | None, seed: int):
+def _hold_apart(full: datasets.Dataset, fractions: list[float], group_by: str | None, seed: int) -> list[np.ndarray]:
+    """The rows split into ``len(fractions) + 1`` sorted parts: part i holds about ``fractions[i]`` of the rows
+    (whole groups of ``group_by``, taken in a seeded order until the running total reaches the target; the
+    last group taken may overshoot it), the last part the rest."""
     rng = np.random.default_rng(seed)
+    targets = np.cumsum(fractions) * len(full)
     if group_by is None:
         order = rng.permutation(len(full))
-        cut = int(round(len(full) * fraction))
-        return np.sort(order[:cut]), np.sort(order[cut:])
+        cuts = [0, *(int(round(t)) for t in targets), len(full)]
+        return [np.sort(order[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
     groups = np.asarray(full[group_by][:])
     names = np.unique(groups)
     rng.shuffle(names)
-    target = len(full) * fraction
-    chosen: set[Any] = set()
     counts = {name: int(n) for name, n in zip(*np.unique(groups, return_counts=True), strict=True)}
-    taken = 0
+    part_of: dict[Any, int] = {}
+    taken, part = 0, 0
     for name in names:
-        if taken >= target:
-            break
-        chosen.add(name)
+        while part < len(targets) and taken >= targets[part]:
+            part += 1
+        part_of[name] = part
         taken += counts[name]
-    is_train = np.array([g in chosen for g in groups])
-    return np.flatnonzero(is_train), np.flatnonzero(~is_train)
+    labels = np.array([part_of[g] for g in groups])
+    return [np.flatnonzero(labels == p) for p in range(len(fractions) + 1)]
 
 
 def _info(spec, split, full, source, rows, sel, limit, seed, note) -> SplitInfo:
@@ -162,13 +236,21 @@ def _info(spec, split, full, source, rows, sel, limit, seed, note) -> SplitInfo:
         config=spec.dataset.config,
         split=split,
         source=source,
-        fingerprint=_file_sha256(Path(source)) if source != "hub" else full._fingerprint,
+        fingerprint=_fingerprint(full, source),
         rows_available=len(rows),
         rows_used=len(sel),
         selection=how,
-        selection_sha256=hashlib.sha256(np.asarray(sel, dtype=np.int64).tobytes()).hexdigest()[:16],
+        selection_sha256=_selection_sha(sel),
         note=note,
     )
+
+
+def _fingerprint(full: datasets.Dataset, source: str) -> str:
+    return _file_sha256(Path(source)) if source != "hub" else full._fingerprint
+
+
+def _selection_sha(sel: np.ndarray) -> str:
+    return hashlib.sha256(np.asarray(sel, dtype=np.int64).tobytes()).hexdigest()[:16]
 
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
@@ -240,6 +322,7 @@ def local_availability(spec: TaskSpec) -> str:
     missing = [s for s in (ds.train_split, ds.eval_split) if not _mirror_path(root, spec, s).is_file()]
     if not missing:
         return ""
-    if missing == [ds.train_split] and ds.train_fallback and _manifest_missing(ds.repo_id, ds.config, ds.train_split):
+    if missing == [ds.train_split] and (ds.train_fallback or ds.train_from_eval) and _manifest_missing(
+            ds.repo_id, ds.config, ds.train_split):
         return f"no {ds.train_split} split offline: trains on part of {ds.eval_split} held apart"
     return f"not offline: the mirror has no {', '.join(missing)} split"

@@ -46,6 +46,17 @@ def _build(cls, data: dict[str, Any]):
 
 
 @dataclass(frozen=True)
+class HeldApart:
+    """Whole groups (e.g. SQuAD articles) of a split that were taken out of it for another use."""
+
+    split: str
+    group_by: str | None
+    groups: list[str]  # sorted; empty when rows were held apart one by one (group_by None)
+    rows: int
+    seed: int
+
+
+@dataclass(frozen=True)
 class SplitInfo:
     """How one split was obtained and which rows of it were used."""
 
@@ -59,6 +70,13 @@ class SplitInfo:
     selection: str  # how rows_used were chosen
     selection_sha256: str  # hash of the chosen row indices
     note: str = ""  # e.g. "mirror holds 4,370 of 87,599 rows" or the fallback used
+    # Training rows taken from the eval split (whole groups of it), or a dev set's groups.
+    held_apart: HeldApart | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SplitInfo:
+        held = data.get("held_apart")
+        return _build(cls, {**data, "held_apart": _build(HeldApart, held) if held else None})
 
 
 @dataclass(frozen=True)
@@ -118,10 +136,15 @@ class CompressorInfo:
 class DataInfo:
     train: SplitInfo
     eval: SplitInfo
+    dev: SplitInfo | None = None  # rows held out of both, scored during the baseline's training
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DataInfo:
-        return cls(train=_build(SplitInfo, data["train"]), eval=_build(SplitInfo, data["eval"]))
+        unknown = set(data) - {"train", "eval", "dev"}
+        if unknown:
+            raise ValueError(f"DataInfo: unknown keys {sorted(unknown)}")
+        return cls(train=SplitInfo.from_json(data["train"]), eval=SplitInfo.from_json(data["eval"]),
+                   dev=SplitInfo.from_json(data["dev"]) if data.get("dev") else None)
 
 
 @dataclass(frozen=True)

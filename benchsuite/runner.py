@@ -192,7 +192,7 @@ def new_record(key: CellKey, compressor: Compressor, setup: TaskSetup, baseline:
                       primary_metric=spec.primary_metric, source=Path(spec.source).name),
         model=ModelInfo(name=ref.name, origin=ref.origin, weights_sha256=ref.weights_sha256),
         compressor=info,
-        data=DataInfo(train=data.train_info, eval=data.eval_info),
+        data=DataInfo(train=data.train_info, eval=data.eval_info, dev=data.dev_info),
         baseline=BaselineInfo(**{k: v for k, v in baseline.items() if k != "path"}),
         provenance=provenance(opts.seed, executor),
         notes=[n for n in (data.train_info.note, data.eval_info.note) if n],
@@ -368,15 +368,38 @@ def fine_tuned_baseline(setup: TaskSetup, kind: TaskKind, opts: RunOptions) -> d
             torch.manual_seed(opts.seed)  # the new head's initialisation
             model = load_model(kind.auto_class, ref.path, **kind.model_kwargs())
             features = kind.train_features(data.train)
+            steps, score_dev = _learning_curve(kind, model, data, train_cfg, len(features), opts)
             stats = fine_tune(model, features, cfg=train_cfg, seed=opts.seed,
-                              pad_token_id=kind.tokenizer.pad_token_id, desc=f"fine-tuning {spec.name}")
+                              pad_token_id=kind.tokenizer.pad_token_id, desc=f"fine-tuning {spec.name}",
+                              checkpoint_steps=steps, checkpoint=score_dev)
             model.save_pretrained(folder, safe_serialization=True)
             kind.tokenizer.save_pretrained(folder)
-            return {**asdict(stats), "train_features": len(features)}
+            return {**stats.to_json(), "train_features": len(features)}
 
         entry = cache.build_entry(opts.cache_dir, "finetuned", key, inputs, build)
     return {"cache_key": key, "reused_from_cache": reused, "hyper_parameters": asdict(train_cfg),
             "training": entry["stats"], "path": entry["path"]}
+
+
+CURVE_EVERY = 0.5  # epochs between the learning curve's dev scores
+
+
+def _learning_curve(kind: TaskKind, model: torch.nn.Module, data: TaskData, cfg: TrainConfig, n_features: int,
+                    opts: RunOptions):
+    """Where the baseline's training is scored on the dev rows (every half epoch and at the end), and the
+    scoring; no steps where the task has no dev rows (spec ``train_from_eval.dev_fraction``)."""
+    if data.dev is None:
+        return (), None
+    per_epoch = math.ceil(n_features / cfg.batch_size)
+    total = max(1, math.ceil(per_epoch * cfg.epochs))
+    steps = sorted({min(total, max(1, round(per_epoch * CURVE_EVERY * i)))
+                    for i in range(1, math.ceil(cfg.epochs / CURVE_EVERY) + 1)} | {total})
+
+    def score(step: int, seen: int) -> dict:
+        evaluation = kind.evaluate(model, data.dev, batch_size=opts.eval_batch_size)
+        return {"epochs": round(step / per_epoch, 3), "dev_scores": evaluation.scores}
+
+    return steps, score
 
 
 def is_done(path: Path) -> bool:

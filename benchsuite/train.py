@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -28,6 +28,14 @@ class TrainStats:
     epochs: float
     seconds: float
     final_loss: float  # mean over the last 50 steps
+    curve: tuple[dict, ...] = ()  # what ``checkpoint`` returned at each of ``checkpoint_steps``
+
+    def to_json(self) -> dict:
+        """The stats as a record holds them (a run without checkpoints has no ``curve`` key)."""
+        data = asdict(self)
+        if not self.curve:
+            data.pop("curve")
+        return data
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -53,12 +61,17 @@ def fine_tune(
     desc: str = "fine-tuning",
     loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor], np.ndarray], torch.Tensor] | None = None,
     after_step: Callable[[int, int], None] | None = None,
+    checkpoint_steps: Collection[int] = (),
+    checkpoint: Callable[[int, int], dict] | None = None,
 ) -> TrainStats:
     """Train ``model`` in place on ``features`` (inputs plus the labels its forward takes).
 
     ``loss_fn(model, batch, index)`` replaces the model's own loss (``index``: the batch's feature
     indices, for per-example targets such as a teacher's outputs); ``after_step(step, total)`` runs
-    after each optimizer step (to re-apply pruning masks, say).
+    after each optimizer step (to re-apply pruning masks, say). ``checkpoint(step, seen)`` runs in eval mode
+    after each of ``checkpoint_steps`` (``seen``: the features trained on so far) and returns a row of the
+    learning curve; it reads the model only, so the weights are the same with or without it, and its time
+    is left out of ``seconds``.
     """
     if not features:
         raise ValueError("no training features: the training selection is empty")
@@ -77,7 +90,9 @@ def fine_tune(
     model.train()
     losses: list[float] = []
     start = time.perf_counter()
-    step = 0
+    paused = 0.0
+    curve: list[dict] = []
+    step = seen = 0
     with tqdm(total=total, desc=desc, unit="step", mininterval=2.0) as bar:
         while step < total:
             for index in length_grouped_batches(lengths, cfg.batch_size, rng):
@@ -92,8 +107,16 @@ def fine_tune(
                 optimizer.zero_grad(set_to_none=True)
                 losses.append(loss.item())
                 step += 1
+                seen += len(index)
                 if after_step is not None:
                     after_step(step, total)
+                if checkpoint is not None and step in checkpoint_steps:
+                    began = time.perf_counter()
+                    model.eval()
+                    curve.append({"step": step, "seen": seen, "train_loss": float(np.mean(losses[-50:])),
+                                  **checkpoint(step, seen)})
+                    model.train()
+                    paused += time.perf_counter() - began
                 bar.update(1)
                 if step % 20 == 0:
                     bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
@@ -102,8 +125,9 @@ def fine_tune(
         examples=len(features),
         steps=total,
         epochs=cfg.epochs,
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start - paused,
         final_loss=float(np.mean(losses[-50:])),
+        curve=tuple(curve),
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import datasets
 import huggingface_hub.constants
+import numpy as np
 import pytest
 
 from benchsuite.data import DATA_DIR_ENV, SplitInfo, TaskData, load_task_data
@@ -79,15 +80,80 @@ def test_sst2_split_info_fields(mirror: Path) -> None:
     assert load_task_data(load_task("sst2"), max_train=10, max_eval=872, seed=0).eval_info.selection == "all rows"
 
 
-def test_squad_train_note_says_the_mirror_is_partial(mirror: Path) -> None:
-    data = load_task_data(load_task("squad"), max_train=8, max_eval=8, seed=0)
-    info = data.train_info
-    assert (info.split, info.rows_available, info.rows_used) == ("train", 4370, 8)
-    assert "4,370 of the 87,599 rows" in info.note
-    assert "FALLBACK" not in info.note
-    assert data.eval_info.note == ""  # validation is complete (10,570 rows)
-    assert data.eval_info.rows_available == 10570
+def test_squad_trains_on_the_mirror_and_whole_validation_articles_none_evaluated(mirror: Path) -> None:
+    data = load_task_data(load_task("squad"), max_train=None, max_eval=1000, seed=42)
+    info, held = data.train_info, data.train_info.held_apart
+    # the mirror's 4,370 questions (12 articles) and whole validation articles, about half of its 10,570
+    from_validation = held.rows
+    assert (info.split, info.rows_available, info.rows_used) == ("train+validation", 4370 + from_validation,
+                                                                 4370 + from_validation)
+    assert 5285 <= from_validation < 5285 + 810  # the last article taken may overshoot; the largest has 810
+    assert "4,370 of the 87,599 rows" in info.note and "no title is also evaluated" in info.note
+    assert info.source == (f"{mirror}/rajpurkar/squad/plain_text/train.parquet + "
+                           f"{mirror}/rajpurkar/squad/plain_text/validation.parquet")
+    assert (held.split, held.group_by, held.seed) == ("validation", "title", 42)
+    train_titles, eval_titles, dev_titles = (set(d["title"][:]) for d in (data.train, data.eval, data.dev))
+    assert set(held.groups) <= train_titles and len(train_titles - set(held.groups)) == 12
+    assert set(data.dev_info.held_apart.groups) == dev_titles
+    # no article, so no context, in two parts; the three parts of validation cover it
+    assert not train_titles & eval_titles and not train_titles & dev_titles and not dev_titles & eval_titles
+    assert not set(data.train["context"][:]) & set(data.eval["context"][:])
+    assert from_validation + data.dev_info.rows_used + data.eval_info.rows_available == 10570
+    assert data.eval_info.rows_used == 1000 and "held apart for training and dev are excluded" in data.eval_info.note
     assert set(data.train.column_names) >= {"id", "title", "context", "question", "answers"}
+    # another seed holds apart other articles: another experiment, another selection hash
+    other = load_task_data(load_task("squad"), max_train=None, max_eval=1000, seed=7)
+    assert other.train_info.held_apart.groups != held.groups
+    assert other.train_info.selection_sha256 != info.selection_sha256
+    # a training limit samples the pool, both files
+    small = load_task_data(load_task("squad"), max_train=300, max_eval=8, seed=42)
+    assert small.train_info.rows_used == 300 and len(set(small.train["title"][:]) - set(held.groups)) > 0
+    assert set(small.train["title"][:]) & set(held.groups)
+
+
+def test_squad_without_its_train_split_trains_on_the_articles_held_apart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = MIRROR / "rajpurkar/squad/plain_text/validation.parquet"
+    folder = tmp_path / "rajpurkar" / "squad" / "plain_text"
+    folder.mkdir(parents=True)
+    (folder / "validation.parquet").symlink_to(real)
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")  # no arrow copy left behind
+    # Not listed as missing: an incomplete mirror, which stops the run instead of changing the experiment.
+    with pytest.raises(UsageError, match="does not list that split as missing, so the mirror is incomplete"):
+        load_task_data(load_task("squad"), max_train=None, max_eval=None, seed=0)
+    (tmp_path / "MANIFEST.json").write_text(json.dumps({"files": [], "not_included": [
+        {"what": "rajpurkar/squad plain_text train (87,599)", "why": "left out of this test mirror"}]}))
+    data = load_task_data(load_task("squad"), max_train=None, max_eval=None, seed=0)
+    train_titles, eval_titles = set(data.train["title"][:]), set(data.eval["title"][:])
+    assert train_titles and eval_titles and not train_titles & eval_titles
+    assert train_titles == set(data.train_info.held_apart.groups)
+    assert len(data.train) + len(data.dev) + len(data.eval) == 10570
+    # whole titles are added until 50% of 10,570 = 5,285 rows are reached; the last one may overshoot
+    biggest = max(data.train.to_pandas().groupby("title").size())
+    assert 5285 <= len(data.train) < 5285 + biggest
+    note = data.train_info.note
+    assert note.startswith("FALLBACK: ") and str(folder / "train.parquet") in note
+    assert "listed missing in the mirror's MANIFEST.json" in note
+    assert (data.train_info.split, data.train_info.fingerprint) == ("validation", _sha256(real))
+    # sampling keeps the separation
+    small = load_task_data(load_task("squad"), max_train=30, max_eval=30, seed=0)
+    assert not set(small.train["title"][:]) & set(small.eval["title"][:])
+
+
+def test_held_apart_parts_are_whole_groups_in_the_asked_proportions() -> None:
+    from benchsuite.data import _hold_apart
+
+    rows = datasets.Dataset.from_dict({"g": [f"a{i // 10}" for i in range(100)]})  # 10 groups of 10
+    train, dev, rest = _hold_apart(rows, [0.5, 0.2], "g", seed=3)
+    assert (len(train), len(dev), len(rest)) == (50, 20, 30)
+    groups = [set(np.asarray(rows["g"])[part]) for part in (train, dev, rest)]
+    assert not groups[0] & groups[1] and not groups[0] & groups[2] and not groups[1] & groups[2]
+    assert sorted(np.concatenate([train, dev, rest]).tolist()) == list(range(100))
+    train0, rest0 = _hold_apart(rows, [0.5], None, seed=3)  # row by row
+    assert (len(train0), len(rest0)) == (50, 50) and not set(train0) & set(rest0)
+    none, rest1 = _hold_apart(rows, [0.5, 0.0], "g", seed=3)[1:]
+    assert len(none) == 0 and len(rest1) == 50
 
 
 # --- missing splits -------------------------------------------------------------------------------
@@ -148,38 +214,6 @@ def test_qnli_fallback_holds_training_rows_apart_from_eval_rows(mirror: Path) ->
     assert (len(small_train), len(small_eval)) == (100, 40)
     assert small_train <= train_idx and small_eval <= eval_idx
     assert set(load_task_data(spec, max_train=None, max_eval=10, seed=1).train["idx"][:]) != train_idx
-
-
-def test_squad_fallback_splits_validation_by_title(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = MIRROR / "rajpurkar/squad/plain_text/validation.parquet"
-    folder = tmp_path / "rajpurkar" / "squad" / "plain_text"
-    folder.mkdir(parents=True)
-    (folder / "validation.parquet").symlink_to(real)
-    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")  # no arrow copy left behind
-    # Not listed as missing: an incomplete mirror, which stops the run instead of changing the experiment.
-    with pytest.raises(UsageError, match="does not list that split as missing, so the mirror is incomplete"):
-        load_task_data(load_task("squad"), max_train=None, max_eval=None, seed=0)
-    (tmp_path / "MANIFEST.json").write_text(json.dumps({"files": [], "not_included": [
-        {"what": "rajpurkar/squad plain_text train (87,599)", "why": "left out of this test mirror"}]}))
-    data = load_task_data(load_task("squad"), max_train=None, max_eval=None, seed=0)
-    train_titles, eval_titles = set(data.train["title"][:]), set(data.eval["title"][:])
-    assert train_titles and eval_titles
-    assert not train_titles & eval_titles
-    assert len(data.train) + len(data.eval) == 10570
-    assert not set(data.train["id"][:]) & set(data.eval["id"][:])
-    # whole titles are added until 30% of 10,570 = 3,171 rows are reached; the last one may overshoot
-    biggest = max(data.train.to_pandas().groupby("title").size())
-    assert 3171 <= len(data.train) < 3171 + biggest
-    note = data.train_info.note
-    assert note.startswith("FALLBACK: ") and str(folder / "train.parquet") in note
-    assert "listed missing in the mirror's MANIFEST.json" in note
-    assert "30% of validation held apart, grouped by 'title' so no group is in both" in note
-    assert data.train_info.split == "validation"
-    assert data.train_info.fingerprint == _sha256(real)
-    # sampling keeps the separation
-    small = load_task_data(load_task("squad"), max_train=30, max_eval=30, seed=0)
-    assert not set(small.train["title"][:]) & set(small.eval["title"][:])
 
 
 # --- no mirror ------------------------------------------------------------------------------------

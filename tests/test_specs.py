@@ -118,8 +118,21 @@ def test_stsb_is_a_regression_and_squad_reads_its_params() -> None:
     assert not load_task("sst2").is_regression
     squad = load_task("squad")
     assert squad.params == {"doc_stride": 96, "n_best": 20, "max_answer_length": 30}
-    assert squad.dataset.train_fallback == {"fraction": 0.3, "group_by": "title"}
+    assert squad.dataset.train_fallback is None
+    assert squad.dataset.train_from_eval == {"fraction": 0.5, "dev_fraction": 0.05, "group_by": "title"}
     assert squad.metrics == ("squad",) and squad.primary_metric == "f1"
+
+
+@pytest.mark.parametrize("how", [{"fraction": 1.2}, {"fraction": 0.5, "dev_fraction": 0.5}, {"fracton": 0.5},
+                                 {"fraction": 0.5, "dev_fraction": -0.1}, "half"])
+def test_train_from_eval_refuses_what_leaves_nothing_to_evaluate(how) -> None:
+    from benchsuite.tasks.spec import DatasetSpec
+
+    with pytest.raises(ValueError, match="train_from_eval"):
+        DatasetSpec(repo_id="r", config="c", train_split="train", eval_split="validation", train_from_eval=how)
+    with pytest.raises(ValueError, match="exclude each other"):
+        DatasetSpec(repo_id="r", config="c", train_split="train", eval_split="validation",
+                    train_fallback={"fraction": 0.5}, train_from_eval={"fraction": 0.5})
 
 
 # --- new tasks as YAML only -----------------------------------------------------------------------

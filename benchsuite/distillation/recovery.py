@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -109,7 +109,7 @@ def recover(model: torch.nn.Module, *, context, options: RecoveryConfig, desc: s
     finally:
         for module, implementation in implementations:
             module.set_attn_implementation(implementation)
-    result = {**asdict(stats), "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size}
+    result = {**stats.to_json(), "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size}
     result["final_loss"] = round(result["final_loss"], 5) if math.isfinite(result["final_loss"]) else None
     result["seconds"] = round(result["seconds"], 1)
     return result

@@ -36,6 +36,26 @@ class DatasetSpec:
     # When the train split is unavailable, train on a held-apart part of the eval
     # split: {"fraction": 0.5, "group_by": "title"}; None forbids the fallback.
     train_fallback: dict[str, Any] | None = None
+    # Whole groups of the eval split that join the training rows (beside the train split, or alone where
+    # the mirror lists it missing), and a part held out of both as a dev set for the baseline's learning
+    # curve: {"fraction": 0.5, "dev_fraction": 0.05, "group_by": "title"}; the rest is evaluated.
+    train_from_eval: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("train_fallback", "train_from_eval"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            allowed = {"fraction", "group_by"} | ({"dev_fraction"} if name == "train_from_eval" else set())
+            if not isinstance(value, dict) or set(value) - allowed:
+                raise ValueError(f"dataset.{name} must be a mapping with keys {sorted(allowed)}, got {value!r}")
+            parts = [float(value.get(k, 0)) for k in ("fraction", "dev_fraction")]
+            if not 0 < parts[0] < 1 or parts[1] < 0 or sum(parts) >= 1:
+                raise ValueError(f"dataset.{name}: fraction must be in (0, 1) and, with dev_fraction, leave "
+                                 f"rows to evaluate; got {value!r}")
+        if self.train_fallback and self.train_from_eval:
+            raise ValueError("dataset.train_fallback and dataset.train_from_eval exclude each other: "
+                             "train_from_eval already trains on its held-apart part when the train split is missing")
 
 
 @dataclass(frozen=True)
