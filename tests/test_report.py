@@ -82,6 +82,61 @@ def test_reports_are_byte_identical_when_regenerated(results, tmp_path):
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
 
 
+def _second_experiment(results: Path) -> Path:
+    """The baseline and distill cells again as another experiment on the same machine (task version 2, other
+    training rows), the baseline with a learning curve; returns the folder."""
+    folder = results / "quick" / "mrpc" / "all-MiniLM-L6-v2"
+    curve = [{"step": s, "seen": 32 * s, "train_loss": 1.0 / s, "epochs": s / 10,
+              "dev_scores": {"accuracy": 60.0 + s, "f1": 70.0 + s}} for s in (5, 10, 15)]
+    for stem in CELLS[:2]:
+        data = json.loads((folder / f"{stem}.json").read_text())
+        data["key"] = "v2" + data["key"][2:]
+        data["cell"]["task_version"] = data["task"]["version"] = 2
+        data["cell"]["train_data"]["selection_sha256"] = "another-selection"
+        data["data"]["dev"] = {**data["data"]["eval"], "rows_used": 40, "held_apart": {
+            "split": "validation", "group_by": "title", "groups": ["Article_A", "Article_B"], "rows": 40, "seed": 42}}
+        if stem.startswith("baseline"):
+            data["baseline"]["training"]["curve"] = curve
+            data["baseline"]["cache_key"] = "another-baseline"
+        name = stem.split("-")[0] + "-v2" + stem.split("-")[1][2:]
+        data["predictions_file"] = f"{name}.predictions.jsonl"
+        (folder / f"{name}.json").write_text(json.dumps(data))
+        shutil.copy(folder / f"{stem}.predictions.jsonl", folder / data["predictions_file"])
+    return folder
+
+
+def test_experiments_on_one_machine_are_kept_apart_and_a_learning_curve_is_shown(results, tmp_path):
+    _second_experiment(results)
+    written = write_reports(results, tmp_path / "out")
+    frame = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert frame["experiment"].nunique() == 2 and frame["machine"].nunique() == 1
+    for _, rows in frame.groupby("experiment"):  # each cell against its own experiment's baseline
+        base = rows[rows.compressor == "baseline"].iloc[0]
+        assert (rows.baseline_score == base.score).all()
+    newest, older = sorted(frame["experiment"].unique(), key=lambda e: not e.startswith("task v2"))
+    assert newest.startswith("task v2, train 3,668 x 3, eval 408, seed 42 [")
+    text = (tmp_path / "out" / "quick.md").read_text()
+    # the newest experiment comes first, each with its frontier; the older one's plot is named by its digest
+    assert text.index(f"Experiment: {newest}.") < text.index(f"Experiment: {older}.")
+    pngs = sorted(p.name for p in written if p.suffix == ".png")
+    digest = older.rsplit("[", 1)[1].rstrip("]")
+    assert pngs == sorted(["mrpc-all-minilm-l6-v2-amd-epyc-avx2-without-vnni-1-thread.png",
+                           f"mrpc-all-minilm-l6-v2-amd-epyc-avx2-without-vnni-1-thread-{digest}.png",
+                           "overview-all-minilm-l6-v2-amd-epyc-avx2-without-vnni-1-thread.png"])
+    # the learning curve: the section, its rows, its dev groups and its plot
+    section = text[text.index("## Baseline learning curves"):text.index("## Definitions")]
+    assert "### mrpc (task v2), baseline `another-baseline`" in section
+    assert "| 0.5 | 160 | 0.200 | 65.00 | 75.00 |" in section and "| 1.5 | 480 | 0.067 | 75.00 | 85.00 |" in section
+    assert "Dev: 40 rows of validation (Article_A, Article_B)" in section
+    plot = tmp_path / "out" / "quick" / "mrpc-learning-curve-another-.png"
+    assert f"]({plot.relative_to(tmp_path / 'out').as_posix()})" in section
+    image = matplotlib.image.imread(plot)
+    assert image.shape[0] > 300 and image.std() > 0.05
+    # without plots, the table is still there
+    write_reports(results.parent / "results", tmp_path / "again", plots=False)
+    assert "| 0.5 | 160 |" in (tmp_path / "again" / "quick.md").read_text()
+
+
 def test_predictions_that_do_not_give_the_recorded_score_get_no_interval(results, tmp_path, caplog):
     predictions = next(results.rglob("distill-*.predictions.jsonl"))
     rows = [json.loads(line) for line in predictions.read_text().splitlines()]

@@ -35,6 +35,13 @@ def test_run_writes_records_resumes_and_reports(tiny_model, data_env, tmp_path, 
         assert len(predictions.read_text().splitlines()) == record["data"]["eval"]["rows_used"] == 32
         assert record["measurements"]["footprint"]["params"] > 0
         assert record["baseline"]["reused_from_cache"] is False
+    # squad holds whole validation articles out as a dev set, scored every half epoch of the baseline's training
+    squad = next(r for r in found.values() if r["task"]["name"] == "squad")
+    curve, per_epoch = squad["baseline"]["training"]["curve"], -(-squad["baseline"]["training"]["train_features"] // 32)
+    assert [row["step"] for row in curve] == [round(per_epoch / 2), per_epoch]
+    assert curve[-1]["epochs"] == 1 and set(curve[-1]["dev_scores"]) == {"exact_match", "f1"}
+    assert squad["data"]["dev"]["held_apart"]["groups"] and squad["data"]["dev"]["rows_used"] > 0
+    assert "curve" not in next(r for r in found.values() if r["task"]["name"] == "sst2")["baseline"]["training"]
     capsys.readouterr()
 
     assert run(tiny_model, results, cache) == 0  # resume: every cell is done

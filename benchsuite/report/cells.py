@@ -5,11 +5,14 @@ Markdown and the plots all read these rows. A figure the record does not hold st
 (an empty CSV field), never a guess. The baseline of a cell is the ``baseline`` record with the
 same cell key except the compressor: same model weights, task spec, data selection, seed,
 epochs and machine (CPU, vector extensions, threads), so retention, compression and speedup are
-only ever taken against a reference measured under the same conditions.
+only ever taken against a reference measured under the same conditions. A cell's ``experiment``
+names what it shares with its baseline apart from the machine; reports never put two experiments on
+one frontier or plot.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, fields, replace
@@ -31,6 +34,9 @@ class Cell:
     task: str
     preset: str
     machine: str
+    # The experiment a cell belongs to (task version, data, epochs, seed, and a digest of its baseline key
+    # without the machine): cells of different experiments are never compared on one frontier or plot.
+    experiment: str
     train_examples: int
     eval_examples: int
     metric: str
@@ -98,6 +104,14 @@ def _baseline_key(record: Record) -> tuple:
             cell.eval_data, cell.epochs, cell.seed, cell.machine)
 
 
+def experiment(record: Record) -> str:
+    """The cell's experiment in words, with a digest that tells apart two that read alike."""
+    cell = record.cell
+    digest = hashlib.sha256(repr(_baseline_key(record)[:-1]).encode()).hexdigest()[:6]
+    return (f"task v{cell.task_version}, train {record.data.train.rows_used:,} x {cell.epochs:g}, "
+            f"eval {record.data.eval.rows_used:,}, seed {cell.seed} [{digest}]")
+
+
 def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(float(value), digits)
 
@@ -137,7 +151,7 @@ def build_cells(loaded: list[tuple[Record, str]], results_dir: Path) -> list[Cel
             baselines.setdefault(_baseline_key(record), (record, path))
     predictions = Predictions(results_dir)
     cells = [_cell(record, path, baselines.get(_baseline_key(record)), predictions) for record, path in ok]
-    return sorted(cells, key=lambda c: (c.preset, c.task, c.model, c.machine, c.seed, not c.is_baseline, c.label,
+    return sorted(cells, key=lambda c: (c.preset, c.task, c.model, c.machine, c.experiment, not c.is_baseline, c.label,
                                         c.key))
 
 
@@ -158,7 +172,7 @@ def _cell(record: Record, path: str, base: tuple[Record, str] | None, prediction
     throughput = speed["speedup_throughput"] if speed else None
     cell = Cell(
         model=record.model.name.split("/")[-1], task=record.task.name, preset=record.preset,
-        machine=record.cell.machine.label(), train_examples=record.data.train.rows_used,
+        machine=record.cell.machine.label(), experiment=experiment(record), train_examples=record.data.train.rows_used,
         eval_examples=record.data.eval.rows_used, metric=record.task.primary_metric,
         compressor=record.compressor.name, family=record.compressor.family or "unrecorded",
         config=options_text(record), score=_round(record.primary_score, 4),

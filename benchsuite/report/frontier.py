@@ -53,9 +53,14 @@ def best_of_families(cells: Iterable[Cell]) -> dict[str, Cell]:
     return best
 
 
-def groups(cells: Iterable[Cell]) -> dict[tuple[str, str, str, str], list[Cell]]:
-    """Cells by (preset, task, model, machine): the sets whose speed and size are comparable."""
-    out: dict[tuple[str, str, str, str], list[Cell]] = defaultdict(list)
+def groups(cells: Iterable[Cell]) -> dict[tuple[str, str, str, str, str], list[Cell]]:
+    """Cells by (preset, task, model, machine, experiment): the sets whose scores, speed and size are
+    comparable; a task's experiments in order of task version, newest first."""
+    out: dict[tuple[str, str, str, str, str], list[Cell]] = defaultdict(list)
     for cell in cells:
-        out[(cell.preset, cell.task, cell.model, cell.machine)].append(cell)
-    return dict(sorted(out.items()))
+        out[(cell.preset, cell.task, cell.model, cell.machine, cell.experiment)].append(cell)
+    return dict(sorted(out.items(), key=lambda item: (*item[0][:4], -_version(item[0][4]), item[0][4])))
+
+
+def _version(experiment: str) -> int:
+    return int(experiment.split(",")[0].removeprefix("task v"))

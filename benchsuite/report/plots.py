@@ -126,7 +126,7 @@ def task_plot(cells: list[Cell], path: Path) -> Path:
     _key(key, cells, families)
     for ax in (left, right):
         ax.set_ylabel(f"{first.metric} (bars: 95% bootstrap interval)")
-    fig.suptitle(f"{first.task} ({first.preset}, {first.model}): {first.machine}")
+    fig.suptitle(f"{first.task} ({first.preset}, {first.model}): {first.machine}\n{first.experiment}")
     _legend(fig, families)
     fig.tight_layout(rect=(0, 0.05, 1, 0.96))
     out = _save(fig, path)
@@ -170,14 +170,21 @@ def overview_plot(cells: list[Cell], path: Path) -> Path:
 
 
 def write_plots(cells: list[Cell], out_dir: Path) -> dict[tuple, Path]:
-    """Every plot of one preset's cells, under ``out_dir``; returns (task or "overview", model, machine) -> path."""
+    """Every plot of one preset's cells, under ``out_dir``; returns (task, model, machine, experiment) or
+    ("overview", model, machine) -> path. A task's newest experiment on a machine has the plain file name and
+    is the one in the overview; an older one's name ends with its digest."""
     written: dict[tuple, Path] = {}
     by_machine: dict[tuple[str, str], list[Cell]] = defaultdict(list)
-    for (_, task, model, machine), members in groups(cells).items():
+    seen: set[tuple[str, str, str]] = set()
+    for (_, task, model, machine, experiment), members in groups(cells).items():
+        newest = (task, model, machine) not in seen
+        seen.add((task, model, machine))
         if any(c.speedup is not None or c.size_bytes for c in members):
-            name = f"{task}-{slug(model)}-{slug(machine)}.png"
-            written[(task, model, machine)] = task_plot(members, out_dir / name)
-        by_machine[(model, machine)] += members
+            suffix = "" if newest else "-" + experiment.rsplit("[", 1)[-1].rstrip("]")
+            name = f"{task}-{slug(model)}-{slug(machine)}{suffix}.png"
+            written[(task, model, machine, experiment)] = task_plot(members, out_dir / name)
+        if newest:
+            by_machine[(model, machine)] += members
     for (model, machine), members in sorted(by_machine.items()):
         if any(c.retention is not None and c.speedup is not None and not c.is_baseline for c in members):
             written[("overview", model, machine)] = overview_plot(members, out_dir / f"overview-{slug(model)}-"

@@ -1,0 +1,96 @@
+"""Baseline learning curves: the dev scores a baseline's training recorded every half epoch.
+
+A task whose spec holds a dev part out of training and evaluation (``train_from_eval.dev_fraction``)
+scores it during the baseline's fine-tuning (:func:`benchsuite.runner.fine_tuned_baseline`); the
+record keeps the rows under ``baseline.training.curve``. Each fine-tuning appears once (records of
+other machines that reused the cached model carry the same curve), as a table and a PNG of the
+primary metric against the training windows seen. Rendered from records only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchsuite.records import Record
+from benchsuite.report.plots import _pyplot, _save, slug
+
+
+def trained_with_curves(records: list[Record]) -> list[Record]:
+    """One baseline record per fine-tuning that recorded a curve (the first by path order), by task."""
+    seen: dict[str, Record] = {}
+    for record in records:
+        if (record.status == "ok" and record.compressor.name == "baseline" and record.baseline.training.get("curve")
+                and record.baseline.cache_key not in seen):
+            seen[record.baseline.cache_key] = record
+    return sorted(seen.values(), key=lambda r: (r.task.name, -r.task.version, r.baseline.cache_key))
+
+
+def curve_section(records: list[Record], out_dir: Path, figures_dir: Path | None) -> list[str]:
+    """The Markdown section (empty when no baseline recorded a curve); with ``figures_dir``, a plot per curve."""
+    trained = trained_with_curves(records)
+    if not trained:
+        return []
+    lines = ["## Baseline learning curves", "",
+             "Dev scores during the baseline's fine-tuning, every half epoch and at the end. The dev rows are held",
+             "out of training and evaluation (whole groups, listed below), so choosing epochs by them does not touch",
+             "the evaluated rows. The learning rate decays linearly over the whole run, so a mid-run point is that",
+             "run's checkpoint, not a shorter run's result.", ""]
+    for record in trained:
+        lines += _one(record, out_dir, figures_dir)
+    return lines
+
+
+def _one(record: Record, out_dir: Path, figures_dir: Path | None) -> list[str]:
+    training, metric = record.baseline.training, record.task.primary_metric
+    train, dev = record.data.train, record.data.dev
+    hp = record.baseline.hyper_parameters
+    curve = training["curve"]
+    held = train.held_apart
+    pool = (f"; the pool's {held.rows:,} rows of {held.split} are {len(held.groups)} whole {held.group_by} groups"
+            if held is not None and held.groups else "")
+    source = (f"{train.rows_used:,} of {train.rows_available:,} rows of {train.split}{pool} "
+              f"({training['train_features']:,} training windows)")
+    dev_text = "no dev rows recorded"
+    if dev is not None:
+        groups = ", ".join(dev.held_apart.groups) if dev.held_apart and dev.held_apart.groups else "rows"
+        dev_text = f"{dev.rows_used:,} rows of {dev.split} ({groups})"
+    lines = [f"### {record.task.name} (task v{record.task.version}), baseline `{record.baseline.cache_key}`", "",
+             f"Trained on {source}; lr {hp['learning_rate']:g}, batch {hp['batch_size']}, {hp['epochs']:g} epochs, "
+             f"seed {record.cell.seed}; {training['seconds'] / 60:.0f} min of training (dev scoring excluded). "
+             f"Dev: {dev_text}. Evaluated on {record.data.eval.rows_used:,} other rows: {metric} "
+             f"{record.primary_score:.2f}.", "",
+             "| epochs | windows seen | train loss (last 50 steps) | " +
+             " | ".join(f"dev {k}" for k in sorted(curve[0]["dev_scores"])) + " |",
+             "|---:|---:|---:|" + "---:|" * len(curve[0]["dev_scores"])]
+    for row in curve:
+        lines.append(f"| {row['epochs']:g} | {row['seen']:,} | {row['train_loss']:.3f} | " +
+                     " | ".join(f"{row['dev_scores'][k]:.2f}" for k in sorted(row["dev_scores"])) + " |")
+    if figures_dir is None:
+        return [*lines, ""]
+    path = figures_dir / f"{slug(record.task.name)}-learning-curve-{record.baseline.cache_key[:8]}.png"
+    _plot(record, path)
+    return [*lines, "", f"![{record.task.name} learning curve]({path.relative_to(out_dir).as_posix()})", ""]
+
+
+def _plot(record: Record, path: Path) -> Path:
+    plt = _pyplot()
+    curve, metric = record.baseline.training["curve"], record.task.primary_metric
+    fig, ax = plt.subplots(figsize=(7, 4))
+    seen = [row["seen"] for row in curve]
+    for name in sorted(curve[0]["dev_scores"]):
+        ax.plot(seen, [row["dev_scores"][name] for row in curve], marker="o", label=f"dev {name}")
+    for row in curve:
+        ax.annotate(f"{row['epochs']:g} ep", (row["seen"], row["dev_scores"][metric]), textcoords="offset points",
+                    xytext=(0, 6), ha="center", fontsize=7)
+    ax.axhline(record.primary_score, color="#000000", linewidth=0.8, linestyle="--",
+               label=f"final {metric} on the evaluated rows")
+    ax.set_xlabel("training windows seen")
+    ax.set_ylabel("score (0-100)")
+    ax.set_title(f"{record.task.name} baseline learning curve ({record.model.name.split('/')[-1]}, "
+                 f"{record.data.train.rows_used:,} training rows)")
+    ax.grid(True, linewidth=0.3, alpha=0.5)
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    out = _save(fig, path)
+    plt.close(fig)
+    return out

@@ -1,0 +1,50 @@
+"""The fine-tuning loop's learning-curve checkpoints: rows where asked, and the same weights as without them."""
+
+from __future__ import annotations
+
+import torch
+from transformers import BertForSequenceClassification
+
+from benchsuite.tasks.spec import TrainConfig
+from benchsuite.testing import tiny_config
+from benchsuite.train import fine_tune
+
+
+def _model() -> BertForSequenceClassification:
+    torch.manual_seed(0)
+    return BertForSequenceClassification(tiny_config(100, num_labels=2))
+
+
+def _features(n: int = 40) -> list[dict]:
+    g = torch.Generator().manual_seed(1)
+    out = []
+    for i in range(n):
+        length = 4 + i % 7
+        out.append({"input_ids": torch.randint(1, 100, (length,), generator=g).tolist(),
+                    "attention_mask": [1] * length, "labels": i % 2})
+    return out
+
+
+def test_checkpoints_record_the_curve_and_leave_the_weights_unchanged() -> None:
+    cfg = TrainConfig(learning_rate=1e-3, epochs=2, batch_size=8, warmup_ratio=0.1)
+    plain, checked = _model(), _model()
+    fine_tune(plain, _features(), cfg=cfg, seed=3, pad_token_id=0)
+    modes: list[bool] = []
+
+    def score(step: int, seen: int) -> dict:
+        modes.append(checked.training)
+        with torch.no_grad():
+            logits = checked(input_ids=torch.tensor([[5, 6, 7]])).logits
+        return {"epochs": step / 5, "logit": float(logits[0, 0])}
+
+    stats = fine_tune(checked, _features(), cfg=cfg, seed=3, pad_token_id=0, checkpoint_steps={2, 5, 10},
+                      checkpoint=score)
+    assert [row["step"] for row in stats.curve] == [2, 5, 10]
+    assert [row["seen"] for row in stats.curve] == [16, 40, 80]  # 40 features, batches of 8: 5 steps an epoch
+    assert stats.curve[-1]["train_loss"] == stats.final_loss and modes == [False, False, False]
+    assert len({row["logit"] for row in stats.curve}) == 3  # scored at three different points of training
+    for (name, a), b in zip(plain.state_dict().items(), checked.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert checked.training is False  # fine_tune leaves the model in eval mode
+    assert "curve" in stats.to_json() and "curve" not in fine_tune(
+        _model(), _features(), cfg=cfg, seed=3, pad_token_id=0).to_json()
