@@ -120,9 +120,9 @@ def _with_eval_groups(spec: TaskSpec, evaluated: tuple[datasets.Dataset, str],
     held = HeldApart(split=ds.eval_split, group_by=group_by, groups=_groups(eval_full, extra, group_by),
                      rows=len(extra), seed=seed)
     sampled = max_train is not None and max_train < len(pool)
-    note = "; ".join(n for n in (train_note, (
-        f"{len(extra):,} rows of {ds.eval_split} join training ({by}, {fractions[0]:.0%} held apart, seed {seed}); "
-        f"no {group_by or 'row'} is also evaluated") ) if n)
+    joined = (f"{len(extra):,} rows of {ds.eval_split} join training ({by}, {fractions[0]:.0%} held apart, "
+              f"seed {seed}); no {group_by or 'row'} is also evaluated")
+    note = f"{train_note}; {joined}" if train_note else joined
     train_info = SplitInfo(
         repo_id=ds.repo_id, config=ds.config, split="+".join(f[0] for f in files),
         source=" + ".join(f[1] for f in files),
