@@ -118,6 +118,27 @@ def test_saved_pipeline_reloads_to_the_same_predictions(tiny_model, data_env, tm
         assert torch.equal(reloaded(**setup.inputs).logits, expected)
 
 
+def test_a_pipeline_with_a_sparse_stage_stores_its_zeros_sparsely_and_reloads_exactly(tiny_model, data_env, tmp_path):
+    from benchsuite.compressors.rebuild import SPARSE_FILE
+    from tests.conformance_checks import make_setup
+
+    setup = make_setup(tiny_model, "classification", "sst2", tmp_path / "cache")
+    pipeline = build_compressor("heads:heads=0.5,epochs=0.5+magnitude:sparsity=0.9,epochs=0.5")
+    assert "bitmask + nonzero values" in pipeline.save_format
+    import copy
+
+    result = pipeline.compress(copy.deepcopy(setup.model), context=setup.context(pipeline.NEEDS))
+    with torch.inference_mode():
+        expected = result.model(**setup.inputs).logits
+    pipeline.save(result, tmp_path / "saved")
+    assert (tmp_path / "saved" / SPARSE_FILE).is_file() and not (tmp_path / "saved" / "model.safetensors").exists()
+    reloaded = Pipeline.load(tmp_path / "saved")
+    with torch.inference_mode():
+        assert torch.equal(reloaded(**setup.inputs).logits, expected)
+    # quantised last: torch.ao's format holds the model, the zeros as int8 zeros
+    assert "torch.ao" in build_compressor("magnitude+dynamic_int8").save_format
+
+
 def test_prefix_reuse_trains_a_shared_prefix_once(tiny_model, data_env, tmp_path, monkeypatch):
     trained = []
     original = Distill.reshape

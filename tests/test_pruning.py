@@ -87,7 +87,8 @@ def test_oneshot_prunes_globally_to_the_exact_sparsity_and_recovery_keeps_the_ma
     layout = result.layout
     assert layout["sets"]["encoder_linear"]["pruned"] == layout["pruned_weights"] == pruned
     assert layout["sparsity"] == round(pruned / flat.numel(), 6) and "word_embeddings" not in layout["sets"]
-    assert layout["sparse_storage"] is False and layout["sparse_kernel"] is False and "dense" in Magnitude.save_format
+    assert layout["sparse_storage"] is True and layout["sparse_kernel"] is False
+    assert "bitmask + nonzero values" in Magnitude(MagnitudeConfig()).save_format
 
 
 def test_gradual_schedule_follows_the_cubic_formula():

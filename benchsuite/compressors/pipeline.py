@@ -48,7 +48,14 @@ from benchsuite.compressors.base import (
     as_result,
     save_tokenizer,
 )
-from benchsuite.compressors.rebuild import RebuiltCompressor, load_state, save_config, save_state
+from benchsuite.compressors.rebuild import (
+    SPARSE_FILE,
+    STATE_FORMATS,
+    RebuiltCompressor,
+    load_state,
+    save_config,
+    save_state,
+)
 from benchsuite.errors import UsageError
 from benchsuite.fileio import write_text_atomic
 
@@ -125,8 +132,7 @@ class Pipeline(Compressor):
         if self._own_format:
             self.save_format = f"{last.save_format} (the last stage's format) + {PIPELINE_FILE}"
         else:
-            self.save_format = (("torch.ao quantized state dict (torch.save; loaded with weights_only=True)"
-                                 if _state_format(stages) == "torch" else "safetensors state dict")
+            self.save_format = (STATE_FORMATS[_state_format(stages)]
                                 + f" + config.json + {PIPELINE_FILE} (the stages replayed on load)")
 
     def refusal(self) -> str | None:
@@ -225,7 +231,10 @@ def stage_from_json(stage: dict[str, Any]) -> Compressor:
 
 
 def _state_format(stages: list[Compressor]) -> str:
-    return "torch" if any(getattr(s, "state_format", "safetensors") == "torch" for s in stages) else "safetensors"
+    """torch.ao's format if a stage quantised with it; else sparse storage if a stage stores sparse (its zeros
+    survive the later fp32 stages that can follow it); else plain safetensors."""
+    formats = {getattr(s, "state_format", "safetensors") for s in stages}
+    return "torch" if "torch" in formats else "sparse" if "sparse" in formats else "safetensors"
 
 
 def skeleton(head_class: type, base_config: dict[str, Any], layouts: list[dict[str, Any]],
@@ -312,4 +321,4 @@ class PrefixCache:
 
 
 def _payload(stages: list[Compressor]) -> str:
-    return "model.pt" if _state_format(stages) == "torch" else "model.safetensors"
+    return {"torch": "model.pt", "sparse": SPARSE_FILE}.get(_state_format(stages), "model.safetensors")

@@ -27,19 +27,28 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from benchsuite.compressors import sparse_storage
 from benchsuite.compressors.base import CompressionResult, Compressor, save_tokenizer
 from benchsuite.errors import UsageError
 from benchsuite.fileio import write_text_atomic
 from benchsuite.models import auto_class_for
 
 SPEC_FILE = "compressor.json"
+SPARSE_FILE = "model.sparse.safetensors"
+STATE_FORMATS = {
+    "safetensors": "safetensors state dict",
+    "sparse": f"safetensors state dict, mostly-zero tensors as bitmask + nonzero values ({SPARSE_FILE})",
+    "torch": "torch.ao quantized state dict (torch.save; loaded with weights_only=True)",
+}
 
 
 class RebuiltCompressor(Compressor):
-    #: ``"safetensors"`` for plain tensors; ``"torch"`` for torch.ao quantized state dicts (packed qtensors
-    #: that safetensors cannot hold), written with ``torch.save`` and read with ``weights_only=True``.
+    #: ``"safetensors"`` for plain tensors; ``"sparse"`` for the same with mostly-zero tensors packed
+    #: (:mod:`~benchsuite.compressors.sparse_storage`); ``"torch"`` for torch.ao quantized state dicts (packed
+    #: qtensors that safetensors cannot hold), written with ``torch.save`` and read with ``weights_only=True``.
     state_format: ClassVar[str] = "safetensors"
 
     @abstractmethod
@@ -48,8 +57,7 @@ class RebuiltCompressor(Compressor):
 
     @property
     def save_format(self) -> str:  # type: ignore[override]
-        return ("torch.ao quantized state dict (torch.save; loaded with weights_only=True)"
-                if self.state_format == "torch" else "safetensors state dict") + " + config.json"
+        return STATE_FORMATS[self.state_format] + " + config.json"
 
     def save(self, result: CompressionResult, folder: Path) -> None:
         folder = Path(folder)
@@ -86,12 +94,18 @@ def save_config(model: torch.nn.Module, folder: Path) -> None:
 
 
 def save_state(state: dict[str, torch.Tensor], folder: Path, state_format: str) -> None:
-    """The state dict as ``model.pt`` (torch.ao qtensors) or ``model.safetensors`` (shared tensors once)."""
+    """The state dict as ``model.pt`` (torch.ao qtensors), ``model.safetensors`` (shared tensors once) or,
+    ``"sparse"``, :data:`SPARSE_FILE` (the same with its mostly-zero tensors packed)."""
     if state_format == "torch":
         torch.save(state, folder / "model.pt")
+        return
+    aliases = _aliases(state)
+    tensors = {k: v.contiguous() for k, v in state.items() if k not in aliases}
+    if state_format == "sparse":
+        packed, metadata = sparse_storage.pack(tensors)
+        save_file(packed, str(folder / SPARSE_FILE), metadata=metadata)
     else:
-        aliases = _aliases(state)
-        save_file({k: v.contiguous() for k, v in state.items() if k not in aliases}, str(folder / "model.safetensors"))
+        save_file(tensors, str(folder / "model.safetensors"))
 
 
 def load_state(model: torch.nn.Module, folder: Path, state_format: str) -> None:
@@ -101,7 +115,11 @@ def load_state(model: torch.nn.Module, folder: Path, state_format: str) -> None:
             warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated")
             state = torch.load(folder / "model.pt", weights_only=True)
     else:
-        state = load_file(str(folder / "model.safetensors"))
+        if state_format == "sparse":
+            with safe_open(str(folder / SPARSE_FILE), framework="pt") as f:
+                state = sparse_storage.unpack({k: f.get_tensor(k) for k in f.keys()}, f.metadata())  # noqa: SIM118
+        else:
+            state = load_file(str(folder / "model.safetensors"))
         for name, first in _aliases(model.state_dict()).items():
             if name not in state and first in state:  # a shared tensor, written once under its first name
                 state[name] = state[first]
