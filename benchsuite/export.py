@@ -15,7 +15,7 @@ Load an exported model with::
     from benchsuite.export import load_exported
     model, tokenizer = load_exported("DIR")
 
-A model saved in the ``save_pretrained`` format (baseline, distill, magnitude) also loads with
+A model saved in the ``save_pretrained`` format (baseline, distill) also loads with
 ``AutoModelFor<Task>.from_pretrained("DIR")``.
 """
 
