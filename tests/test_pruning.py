@@ -235,3 +235,71 @@ def test_ffn_defaults_prune_half_the_neurons_and_no_heads():
 def test_bad_options_name_the_field(config, options, field):
     with pytest.raises(ValueError, match=field):
         config.from_params(options)
+
+
+# --- movement pruning -----------------------------------------------------------------------------
+
+
+def test_movement_scores_accumulate_minus_gradient_times_weight_also_where_pruned():
+    from benchsuite.compressors.prune.movement import MovementMask
+
+    linear = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor([[1.0, -2.0], [3.0, 0.5]]))
+    mask = MovementMask(torch.zeros(2, 2))
+    mask.mask.copy_(torch.tensor([[True, False], [True, True]]))
+    torch.nn.utils.parametrize.register_parametrization(linear, "weight", mask)
+    upstream = torch.tensor([[0.5, 1.0], [-1.0, 2.0]])  # dL/dW' for L = sum(W' * upstream)
+    (linear.weight * upstream).sum().backward()
+    dense = torch.tensor([[1.0, -2.0], [3.0, 0.5]])
+    assert torch.equal(mask.score, -upstream * dense)  # the pruned weight's score moved too (+2.0)
+    original = linear.parametrizations.weight.original
+    assert torch.equal(original.grad, upstream * mask.mask)  # a pruned weight gets no gradient
+    assert torch.equal(linear.weight.detach(), dense * mask.mask)
+
+
+def test_top_scores_keeps_exactly_the_highest_across_tensors():
+    from benchsuite.compressors.prune.movement import top_scores
+
+    a, b = torch.tensor([[3.0, -1.0], [0.0, 5.0]]), torch.tensor([2.0, 2.0, -4.0])
+    kept = top_scores([a, b], 4)  # 5, 3, 2, 2 (the tie is kept whole here)
+    assert kept[0].tolist() == [[True, False], [False, True]] and kept[1].tolist() == [True, True, False]
+    kept = top_scores([a, b], 3)  # a tie at the cut: the earlier position wins
+    assert kept[1].tolist() == [True, False, False]
+
+
+def test_movement_pruning_reaches_its_sparsity_by_movement_not_magnitude():
+    from benchsuite.compressors.prune.movement import Movement, MovementConfig
+
+    model = bert()
+    before = [w.detach().clone() for w in encoder_linear_weights(model)]
+    head = model.classifier.weight.detach().clone()
+    result = Movement(MovementConfig(sparsity=0.8, alpha=0.0, prune_every=2)).compress(
+        model, context=context(Movement, epochs=4))
+    model = result.model
+    assert not torch.nn.utils.parametrize.is_parametrized(model)  # folded back into plain Linears
+    weights = encoder_linear_weights(model)
+    flat = torch.cat([w.detach().flatten() for w in weights])
+    size = flat.numel()
+    assert int((flat == 0).sum()) == round(0.8 * size)
+    layout = result.layout
+    assert layout["sparsity"] == round(round(0.8 * size) / size, 6) and layout["importance"] == "movement"
+    assert layout["sparse_storage"] is True and layout["sparse_kernel"] is False
+    # the cubic ramp, every 2 steps over round(0.7 * 16) = 11 steps, then fixed
+    assert [s[0] for s in layout["steps"]] == [2, 4, 6, 8, 10, 11] and layout["steps"][-1][1] == 0.8
+    assert all(s[2] == pytest.approx(s[1], abs=1e-4) for s in layout["steps"])
+    # the kept weights are not the largest ones at the start: movement, not magnitude, chose them
+    start = torch.cat([w.flatten() for w in before]).abs()
+    by_magnitude = torch.zeros(size, dtype=torch.bool)
+    by_magnitude[start.topk(size - round(0.8 * size)).indices] = True
+    overlap = float(((flat != 0) & by_magnitude).sum()) / float(by_magnitude.sum())
+    assert overlap < 0.6  # 0.32 here; a random choice would give 0.2, magnitude itself 1.0
+    assert sum(s[3] for s in layout["steps"]) > 0  # pruned weights whose scores rose came back
+    assert not torch.equal(model.classifier.weight, head) and (model.classifier.weight != 0).all()
+
+
+def test_movement_needs_recovery_training():
+    from benchsuite.compressors.prune.movement import MovementConfig
+
+    with pytest.raises(ValueError, match="epochs=0 turns off"):
+        MovementConfig(epochs=0).validate()

@@ -1,0 +1,139 @@
+"""``movement``: movement pruning (Sanh et al. 2020), scores learned during recovery fine-tuning.
+
+Which weights: every ``nn.Linear`` weight inside the encoder, ranked together, as ``magnitude``
+ranks them. Each weight W gets a score S. During recovery the Linear computes with W * M, M the
+current mask; by the straight-through estimator through the top-k mask, the gradient of the loss
+with respect to S is dL/dW' * W (W' = W * M), so S accumulates -dL/dW' * W at every step: weights
+moving away from zero gain score, weights shrinking towards it lose it, whatever their size. This is
+Sanh et al.'s hard movement pruning with scores trained by plain gradient accumulation (their
+first-order form, S = -sum_t dL/dW' * W); their soft variant (a threshold on sigmoid(S) with an L1
+penalty, which does not fix the sparsity in advance) is not implemented. Pruned weights keep their
+dense values and their scores keep moving, so a pruned weight can come back at the next mask update.
+
+Schedule: Zhu & Gupta's cubic ramp, as ``magnitude:schedule=gradual``: after step t <= T = round(ramp x
+total steps), every ``prune_every`` steps and at T, M keeps the top (1 - s_t) share of the scores,
+s_t = sparsity * (1 - (1 - t/T)^3); after T it stays fixed. At the end the masks are folded into the
+weights (pruned weights become exact zeros) and the model is a plain one, saved with its zeros stored
+sparsely (:mod:`~benchsuite.compressors.sparse_storage`) and run with dense kernels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from benchsuite.compressors.base import CompressionResult
+from benchsuite.compressors.prune.magnitude import cubic_sparsity
+from benchsuite.compressors.rebuild import RebuiltCompressor
+from benchsuite.distillation.recovery import RECOVERY_NEEDS, RecoveryConfig, recover
+
+
+@dataclass(frozen=True)
+class MovementConfig(RecoveryConfig):
+    version: ClassVar[int] = 1
+    sparsity: float = 0.9  # fraction of the encoder's Linear weights set to zero
+    ramp: float = 0.7  # fraction of the recovery steps over which sparsity rises to its target
+    prune_every: int | None = None  # steps between mask updates; None: total steps // 20 (at least 1)
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 < self.sparsity < 1:
+            raise ValueError(f"sparsity must be in (0, 1), got {self.sparsity}")
+        if not 0 < self.ramp <= 1:
+            raise ValueError(f"ramp must be in (0, 1], got {self.ramp}")
+        if self.prune_every is not None and self.prune_every < 1:
+            raise ValueError(f"prune_every must be >= 1 (or unset), got {self.prune_every}")
+        if self.epochs == 0:
+            raise ValueError("movement scores are learned during recovery fine-tuning, which epochs=0 turns off: "
+                             "set epochs > 0, or use magnitude:schedule=oneshot for pruning without training")
+
+
+class MovementMask(nn.Module):
+    """The parametrization W -> W * mask; each backward adds -dL/dW' * W to ``score`` (the movement)."""
+
+    def __init__(self, score: torch.Tensor):
+        super().__init__()
+        self.score = score
+        self.register_buffer("mask", torch.ones_like(score, dtype=torch.bool), persistent=False)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        out = weight * self.mask
+        if out.requires_grad:
+            dense = weight.detach()
+
+            def move(grad: torch.Tensor) -> None:
+                self.score.sub_(grad * dense)
+
+            out.register_hook(move)
+        return out
+
+
+def top_scores(scores: list[torch.Tensor], keep: int) -> list[torch.Tensor]:
+    """Masks (True: kept) keeping exactly the ``keep`` highest scores across all tensors, ties broken by position."""
+    flat = torch.cat([s.flatten() for s in scores])
+    kept = torch.zeros_like(flat, dtype=torch.bool)
+    kept[torch.argsort(flat, descending=True, stable=True)[:keep]] = True
+    return [k.view_as(s) for k, s in zip(kept.split([s.numel() for s in scores]), scores, strict=True)]
+
+
+class Movement(RebuiltCompressor):
+    family = "pruning"
+    name = "movement"
+    config_class = MovementConfig
+    search_space = {"sparsity": (0.5, 0.7, 0.9)}  # light to heavy sparsity: the accuracy/zeros trade
+    NEEDS = RECOVERY_NEEDS
+    state_format = "sparse"  # the zeros are not stored: the file shrinks with the sparsity
+
+    def restructure(self, model: torch.nn.Module, layout: dict) -> torch.nn.Module:
+        return model  # the architecture is unchanged: only values are zero
+
+    def compress(self, model: torch.nn.Module, *, context) -> CompressionResult:
+        encoder = getattr(getattr(model, "base_model", None), "encoder", None)
+        linears = [m for m in encoder.modules() if isinstance(m, nn.Linear)] if encoder is not None else []
+        if not linears:
+            raise ValueError(f"{type(model).__name__} has no base_model.encoder with nn.Linear layers: movement "
+                             "pruning handles BERT-like encoders")
+        masks = [MovementMask(torch.zeros_like(m.weight, requires_grad=False)) for m in linears]
+        for linear, mask in zip(linears, masks, strict=True):
+            parametrize.register_parametrization(linear, "weight", mask)
+        size = sum(m.score.numel() for m in masks)
+        target = self.config.sparsity
+        steps: list[list] = []  # [step, target sparsity, achieved sparsity, kept weights that were pruned before]
+
+        def after_step(step: int, total: int) -> None:
+            ramp_steps = max(1, round(self.config.ramp * total))
+            every = self.config.prune_every or max(1, total // 20)
+            if step <= ramp_steps and (step % every == 0 or step == ramp_steps):
+                sparsity = cubic_sparsity(step, ramp_steps, target)
+                before = [m.mask.clone() for m in masks]
+                for mask, new in zip(masks, top_scores([m.score for m in masks], size - round(sparsity * size)),
+                                     strict=True):
+                    mask.mask.copy_(new)
+                revived = sum(int((m.mask & ~b).sum()) for m, b in zip(masks, before, strict=True))
+                achieved = 1 - sum(int(m.mask.sum()) for m in masks) / size
+                steps.append([step, round(sparsity, 6), round(achieved, 6), revived])
+
+        try:
+            recovery = recover(model, context=context, options=self.config, after_step=after_step,
+                               desc=f"movement pruning to {target:.0%}")
+        finally:
+            for linear in linears:  # fold the masks in: pruned weights become exact zeros
+                parametrize.remove_parametrizations(linear, "weight", leave_parametrized=True)
+        return CompressionResult(model, layout=self._check(linears, steps), recovery=recovery)
+
+    def _check(self, linears: list[nn.Linear], steps: list) -> dict:
+        size = sum(m.weight.numel() for m in linears)
+        pruned = sum(int((m.weight == 0).sum()) for m in linears)
+        expected = round(self.config.sparsity * size)
+        if pruned < expected or not steps or steps[-1][1] != round(self.config.sparsity, 6):
+            raise RuntimeError(f"movement pruning left {pruned} of {size} encoder weights zero, expected {expected}: "
+                               f"the schedule did not reach its target (too few recovery steps?)")
+        return {"importance": "movement", "target_sparsity": self.config.sparsity,
+                "sets": {"encoder_linear": {"tensors": len(linears), "weights": size, "pruned": pruned,
+                                            "sparsity": round(pruned / size, 6)}},
+                "pruned_weights": pruned, "sparsity": round(pruned / size, 6), "steps": steps,
+                "sparse_storage": True, "sparse_kernel": False}
