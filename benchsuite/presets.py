@@ -2,7 +2,9 @@
 
 ``quick`` (the default) has slices large enough for meaningful scores; from a cold cache
 on 2 CPU cores it took about 25 minutes on an AVX-512 VNNI machine and 50 on an AVX2 one
-(fine-tuning is three quarters of it). ``full`` uses all data and the spec's own epochs, on
+(fine-tuning is three quarters of it) before SQuAD's baseline grew to 2 epochs on 9,825
+questions, whose fine-tuning alone takes 70 to 80 minutes on the AVX2 machine (see the
+README). ``full`` uses all data and the spec's own epochs, on
 every task file of group ``full``. Both score the baseline and the best int8 configuration
 for the CPU unless told otherwise: ``dynamic_int8:reduce_range=false`` on a CPU with VNNI, ``dynamic_int8`` without.
 ``smoke`` is a few hundred examples and the baseline only, for tests.
