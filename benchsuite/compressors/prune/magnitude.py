@@ -73,6 +73,16 @@ def cubic_sparsity(step: int, ramp_steps: int, final: float) -> float:
     return final * (1 - (1 - min(step, ramp_steps) / ramp_steps) ** 3)
 
 
+def scheduled_sparsity(step: int, total: int, *, final: float, ramp: float, prune_every: int | None) -> float | None:
+    """The gradual schedule's target at ``step`` of ``total`` when the masks are updated then, else None: every
+    ``prune_every`` steps (default total // 20, at least 1) and at T = round(ramp * total), none after T."""
+    ramp_steps = max(1, round(ramp * total))
+    every = prune_every or max(1, total // 20)
+    if step <= ramp_steps and (step % every == 0 or step == ramp_steps):
+        return cubic_sparsity(step, ramp_steps, final)
+    return None
+
+
 def smallest(tensors: list[torch.Tensor], count: int) -> list[torch.Tensor]:
     """Masks (True: kept) that drop exactly ``count`` weights of smallest |w| across all ``tensors``,
     ties at the threshold broken by position."""
@@ -126,10 +136,9 @@ class Magnitude(RebuiltCompressor):
 
         def after_step(step: int, total: int) -> None:
             if self.config.schedule == "gradual":
-                ramp_steps = max(1, round(self.config.ramp * total))
-                every = self.config.prune_every or max(1, total // 20)
-                if step <= ramp_steps and (step % every == 0 or step == ramp_steps):
-                    sparsity = cubic_sparsity(step, ramp_steps, target)
+                sparsity = scheduled_sparsity(step, total, final=target, ramp=self.config.ramp,
+                                              prune_every=self.config.prune_every)
+                if sparsity is not None:
                     for pruned in sets.values():
                         pruned.prune_to(sparsity)
                     achieved = sum(p.zeros() for p in sets.values()) / sum(p.size for p in sets.values())
@@ -171,12 +180,18 @@ class Magnitude(RebuiltCompressor):
 
 def pruned_sets(model: torch.nn.Module, *, embeddings: bool) -> dict[str, PrunedSet]:
     """The encoder's Linear weights as one set and, with ``embeddings``, the word-embedding table as another."""
-    encoder = getattr(getattr(model, "base_model", None), "encoder", None)
-    linears = [m.weight for m in encoder.modules() if isinstance(m, nn.Linear)] if encoder is not None else []
-    if not linears:
-        raise ValueError(f"{type(model).__name__} has no base_model.encoder with nn.Linear layers: magnitude "
-                         "pruning handles BERT-like encoders")
-    sets = {"encoder_linear": PrunedSet(linears)}
+    sets = {"encoder_linear": PrunedSet([m.weight for m in encoder_linears(model, method="magnitude")])}
     if embeddings:
         sets["word_embeddings"] = PrunedSet([model.get_input_embeddings().weight])
     return sets
+
+
+def encoder_linears(model: torch.nn.Module, *, method: str) -> list[nn.Linear]:
+    """The ``nn.Linear`` layers inside ``base_model.encoder``, the weights unstructured pruning ranks; a clear
+    error naming ``method`` for a model without them."""
+    encoder = getattr(getattr(model, "base_model", None), "encoder", None)
+    linears = [m for m in encoder.modules() if isinstance(m, nn.Linear)] if encoder is not None else []
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no base_model.encoder with nn.Linear layers: {method} "
+                         "pruning handles BERT-like encoders")
+    return linears

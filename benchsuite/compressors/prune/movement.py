@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from benchsuite.compressors.base import CompressionResult
-from benchsuite.compressors.prune.magnitude import cubic_sparsity
+from benchsuite.compressors.prune.magnitude import encoder_linears, scheduled_sparsity
 from benchsuite.compressors.rebuild import RebuiltCompressor
 from benchsuite.distillation.recovery import RECOVERY_NEEDS, RecoveryConfig, recover
 
@@ -92,11 +92,7 @@ class Movement(RebuiltCompressor):
         return model  # the architecture is unchanged: only values are zero
 
     def compress(self, model: torch.nn.Module, *, context) -> CompressionResult:
-        encoder = getattr(getattr(model, "base_model", None), "encoder", None)
-        linears = [m for m in encoder.modules() if isinstance(m, nn.Linear)] if encoder is not None else []
-        if not linears:
-            raise ValueError(f"{type(model).__name__} has no base_model.encoder with nn.Linear layers: movement "
-                             "pruning handles BERT-like encoders")
+        linears = encoder_linears(model, method="movement")
         masks = [MovementMask(torch.zeros_like(m.weight, requires_grad=False)) for m in linears]
         for linear, mask in zip(linears, masks, strict=True):
             parametrize.register_parametrization(linear, "weight", mask)
@@ -105,10 +101,9 @@ class Movement(RebuiltCompressor):
         steps: list[list] = []  # [step, target sparsity, achieved sparsity, kept weights that were pruned before]
 
         def after_step(step: int, total: int) -> None:
-            ramp_steps = max(1, round(self.config.ramp * total))
-            every = self.config.prune_every or max(1, total // 20)
-            if step <= ramp_steps and (step % every == 0 or step == ramp_steps):
-                sparsity = cubic_sparsity(step, ramp_steps, target)
+            sparsity = scheduled_sparsity(step, total, final=target, ramp=self.config.ramp,
+                                          prune_every=self.config.prune_every)
+            if sparsity is not None:
                 before = [m.mask.clone() for m in masks]
                 for mask, new in zip(masks, top_scores([m.score for m in masks], size - round(sparsity * size)),
                                      strict=True):
