@@ -26,6 +26,7 @@ BUILTIN_DEFAULT_HASHES = {
     "cross_layer": "e4991678be5a",
     "distill": "dd645c3f1634",
     "dynamic_int8": "be99f7fbbee5",
+    "embedding_int8": "73549d60e34b",
     "factorized_embedding": "56352a202c8a",
     "ffn": "0196412e3cca",
     "fp16": "2f828fad4d41",

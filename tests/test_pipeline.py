@@ -213,3 +213,40 @@ def test_export_refuses_a_record_this_install_cannot_reproduce(tiny_model, data_
                  "--model", str(tiny_model)]) == 2
     assert "cell key differs in eval_data" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_pruning_then_embedding_int8_keeps_sparse_linears_and_shrinks_the_table(tiny_model, data_env, tmp_path):
+    """#19's file target: the pruned Linears stay fp32 and sparse on disk, the word-embedding table becomes int8
+    rows; the file is smaller than the pruned model's by about three quarters of the table, and reloads exactly."""
+    import copy
+
+    from benchsuite.compressors.base import as_result
+    from benchsuite.compressors.rebuild import SPARSE_FILE
+    from benchsuite.measure.footprint import saved_size
+    from benchsuite.quant.groupwise import GroupQuantEmbedding
+    from tests.conformance_checks import make_setup
+
+    setup = make_setup(tiny_model, "classification", "sst2", tmp_path / "cache")
+    pipeline = build_compressor("magnitude:sparsity=0.9,epochs=0.5+embedding_int8")
+    result = pipeline.compress(copy.deepcopy(setup.model), context=setup.context(pipeline.NEEDS))
+    assert isinstance(result.model.get_input_embeddings(), GroupQuantEmbedding)
+    linears = [m for m in result.model.bert.encoder.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.weight.dtype == torch.float32 for m in linears)
+    zeros = sum(int((m.weight == 0).sum()) for m in linears) / sum(m.weight.numel() for m in linears)
+    assert zeros == pytest.approx(0.9, abs=0.01)
+    pipeline.save(result, tmp_path / "both")
+    assert (tmp_path / "both" / SPARSE_FILE).is_file()
+
+    magnitude = pipeline.stages[0]
+    context = setup.context(magnitude.NEEDS)
+    torch.manual_seed(context.seed)  # as the pipeline seeds each stage
+    pruned = as_result(magnitude.compress(copy.deepcopy(setup.model), context=context), magnitude)
+    magnitude.save(pruned, tmp_path / "pruned")
+    table = setup.model.get_input_embeddings().weight
+    shrunk = saved_size(tmp_path / "pruned", format="x").size_bytes - saved_size(tmp_path / "both",
+                                                                                 format="x").size_bytes
+    assert 0.6 * 4 * table.numel() < shrunk < 0.75 * 4 * table.numel()  # 4 bytes -> 1, plus one scale per 64
+
+    reloaded = Pipeline.load(tmp_path / "both")
+    with torch.inference_mode():
+        assert torch.equal(reloaded(**setup.inputs).logits, result.model(**setup.inputs).logits)

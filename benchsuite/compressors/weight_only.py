@@ -1,4 +1,4 @@
-"""Weight-only quantisation: ``weight_only_int8`` and ``weight_only_int4``, with group-wise scales.
+"""Weight-only quantisation: ``weight_only_int8``, ``weight_only_int4`` and ``embedding_int8``, with group-wise scales.
 
 Every ``nn.Linear`` (and, with ``embeddings``, the word-embedding table) stores symmetric
 integers with one fp32 scale per ``group_size`` consecutive weights of a row
@@ -6,6 +6,11 @@ integers with one fp32 scale per ``group_size`` consecutive weights of a row
 uint8 holding two int4 values). This shrinks storage and resident weights, not compute:
 the forward pass dequantises each weight before an fp32 matmul, so on CPU it is slower
 than fp32, and the records say so.
+
+``embedding_int8`` quantises the word-embedding table alone (half of MiniLM's parameters) and
+leaves the Linears as they are: the last stage after unstructured pruning
+(``movement+embedding_int8``), whose sparse fp32 Linears keep their sparse storage and dense
+fp32 kernels while the table shrinks 4x. A lookup dequantises only the rows it reads.
 """
 
 from __future__ import annotations
@@ -22,21 +27,29 @@ from benchsuite.quant.surgery import embedding_table_name, linear_names, replace
 
 
 @dataclass(frozen=True)
-class WeightOnlyConfig(CompressorConfig):
+class GroupQuantConfig(CompressorConfig):
     group_size: int = 64  # weights per scale along a row (a shorter row is one group); must divide each row
-    embeddings: bool = True  # also store the word-embedding table in groups of the same bits
 
     def validate(self) -> None:
         if self.group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {self.group_size}")
 
 
+@dataclass(frozen=True)
+class WeightOnlyConfig(GroupQuantConfig):
+    embeddings: bool = True  # also store the word-embedding table in groups of the same bits
+
+
 class _WeightOnly(RebuiltCompressor):
     family = "quantisation"
     bits: ClassVar[int]
     config_class = WeightOnlyConfig
+    quantises_linears: ClassVar[bool] = True
 
     trainable_output = False  # packed integer weights
+
+    def _quantises_table(self) -> bool:
+        return self.config.embeddings
 
     def compress(self, model, *, context):
         return CompressionResult(self._replace(model, quantize=True))
@@ -46,10 +59,10 @@ class _WeightOnly(RebuiltCompressor):
 
     def _replace(self, model: nn.Module, *, quantize: bool) -> nn.Module:
         bits = self.bits
-        names = linear_names(model)
+        names = linear_names(model) if self.quantises_linears else []
         for name in names:  # fail before changing anything
             self._group(model.get_submodule(name).in_features, name)
-        if self.config.embeddings:  # the table itself: a factorised embedding's V x E table, after factorized_embedding
+        if self._quantises_table():  # after factorized_embedding: its V x E table
             self._group(model.get_submodule(embedding_table_name(model)).embedding_dim, "the word embeddings")
 
         def linear(old: nn.Linear) -> GroupQuantLinear:
@@ -67,7 +80,7 @@ class _WeightOnly(RebuiltCompressor):
                                        padding_idx=old.padding_idx)
 
         replace_modules(model, names, linear)
-        if self.config.embeddings:
+        if self._quantises_table():
             replace_modules(model, [embedding_table_name(model)], embedding)
         return model.eval()
 
@@ -89,3 +102,16 @@ class WeightOnlyInt4(_WeightOnly):
     name = "weight_only_int4"
     bits = 4
     search_space = {"group_size": (32, 64, 128)}  # at 4 bits the group size trades accuracy for size
+
+
+class EmbeddingInt8(_WeightOnly):
+    """The word-embedding table in int8 groups; every Linear (dense or sparse) stays fp32."""
+
+    name = "embedding_int8"
+    bits = 8
+    config_class = GroupQuantConfig
+    quantises_linears = False
+    search_space = {}
+
+    def _quantises_table(self) -> bool:
+        return True
