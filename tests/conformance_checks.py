@@ -21,6 +21,7 @@ import torch
 
 from benchsuite.compressors.base import CompressionContext, CompressionResult, Compressor, as_result
 from benchsuite.compressors.identity import Baseline
+from benchsuite.compressors.registry import build_compressor
 from benchsuite.data import load_task_data
 from benchsuite.distillation.teacher import TeacherOutputs, teacher_outputs
 from benchsuite.engine import collate, model_inputs
@@ -155,13 +156,29 @@ class Compressed:
 def compress(cls, setup: Setup) -> Compressed:
     """One ``compress`` of a copy of the source model, seeded as the runner seeds a cell."""
     compressor = instantiate(cls)
+    source = prepared(cls, setup)
     before = dict(vars(compressor))
     torch.manual_seed(SEED)  # as the runner does before each cell
-    result = as_result(compressor.compress(copy.deepcopy(setup.model), context=setup.context(cls.NEEDS)), compressor)
+    result = as_result(compressor.compress(source, context=setup.context(cls.NEEDS)), compressor)
     after = vars(compressor)
     left = sorted(k for k in before.keys() | after.keys()
                   if k not in before or k not in after or after[k] is not before[k])
     return Compressed(compressor, result, predict(result.model, setup), left)
+
+
+def spec_of(cls) -> str:
+    """What ``--compressors`` runs for a conformance record: the compressor, after the stages it ``follows``."""
+    return f"{cls.follows}+{cls.name}" if cls.follows else cls.name
+
+
+def prepared(cls, setup: Setup) -> torch.nn.Module:
+    """A copy of the source model, put through the stages ``cls`` follows (seeded as a pipeline seeds them)."""
+    model = copy.deepcopy(setup.model)
+    if cls.follows:
+        prefix = build_compressor(cls.follows)
+        torch.manual_seed(SEED)
+        model = as_result(prefix.compress(model, context=setup.context(prefix.NEEDS)), prefix).model
+    return model
 
 
 def check_stateless(compressed: Compressed) -> None:

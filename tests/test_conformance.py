@@ -49,8 +49,8 @@ def records_of(tiny_model, data_env, shared_cache, tmp_path_factory, _runs):
             threads = torch.get_num_threads()
             try:  # one thread: these records are checked, not timed, and a busy machine slows threads down a lot
                 code = main(["run", "--preset", "smoke", "--model", str(tiny_model), "--tasks", ",".join(tasks),
-                             "--compressors", name, "--results-dir", str(results), "--cache-dir", str(shared_cache),
-                             "--seed", str(SEED), "--threads", "1"])
+                             "--compressors", checks.spec_of(cls), "--results-dir", str(results),
+                             "--cache-dir", str(shared_cache), "--seed", str(SEED), "--threads", "1"])
             finally:
                 torch.set_num_threads(threads)
             found = (json.loads(p.read_text()) for p in results.rglob("*.json"))

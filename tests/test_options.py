@@ -24,6 +24,7 @@ BUILTIN_DEFAULT_HASHES = {
     "baseline": "cf3511a20247",
     "bf16": "2f828fad4d41",
     "cross_layer": "e4991678be5a",
+    "csr": "0c7053081ae2",
     "distill": "dd645c3f1634",
     "dynamic_int8": "be99f7fbbee5",
     "embedding_int8": "73549d60e34b",

@@ -245,6 +245,10 @@ class Compressor(ABC):
     #: False when its model is not an fp32 PyTorch model that training can continue from (int8 kernels, ONNX,
     #: a half-precision cast): a pipeline refuses any stage after it.
     trainable_output: ClassVar[bool] = True
+    #: The stages it is meant to follow, as a pipeline spec, when it needs a prepared model rather than the
+    #: fine-tuned one (``csr`` runs the zeros that pruning left: ``"magnitude:epochs=0"``); the conformance tests
+    #: run it after them. None: it takes the fine-tuned model as it is.
+    follows: ClassVar[str | None] = None
     config_class: ClassVar[type[CompressorConfig]]
     NEEDS: ClassVar[frozenset[str]] = frozenset()
     # Task kinds it handles; None means every kind.

@@ -111,6 +111,8 @@ class EmbeddingInt8(_WeightOnly):
     bits = 8
     config_class = GroupQuantConfig
     quantises_linears = False
+    # every Linear is still fp32 (csr can follow it); a stage that trains after it leaves the int8 table frozen
+    trainable_output = True
     search_space = {}
 
     def _quantises_table(self) -> bool:
