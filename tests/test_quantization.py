@@ -322,3 +322,15 @@ def test_weight_only_quantises_a_factorised_embeddings_table(compressor, classif
     assert (got - expected).abs().max() < 0.1 * expected.abs().max() + 0.02
     pipeline_free = compressor.restructure(copy.deepcopy(classifier), {})  # the skeleton a reload builds
     assert isinstance(pipeline_free.get_input_embeddings().table, GroupQuantEmbedding)
+
+
+def test_a_table_quantised_by_an_earlier_stage_is_not_quantised_again(classifier):
+    from benchsuite.compressors.weight_only import EmbeddingInt8
+
+    first = EmbeddingInt8()
+    model = first.compress(copy.deepcopy(classifier), context=_context(first)).model
+    assert isinstance(model.get_input_embeddings(), GroupQuantEmbedding)
+    assert all(isinstance(m, nn.Linear) for m in model.modules() if "Linear" in type(m).__name__)
+    later = DynamicInt8()
+    with pytest.raises(ValueError, match="quantised it already .*embeddings=false"):
+        later.compress(model, context=_context(later))

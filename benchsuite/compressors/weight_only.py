@@ -113,7 +113,8 @@ class EmbeddingInt8(_WeightOnly):
     quantises_linears = False
     # every Linear is still fp32 (csr can follow it); a stage that trains after it leaves the int8 table frozen
     trainable_output = True
-    search_space = {}
+    # not searched: the quantisers the optimiser may end on store the table in int8 already
+    search_space = None
 
     def _quantises_table(self) -> bool:
         return True

@@ -29,6 +29,10 @@ def embedding_table_name(model: nn.Module) -> str:
     if isinstance(module, nn.Embedding):
         return name
     tables = [f"{name}.{child}" for child, sub in module.named_modules() if isinstance(sub, nn.Embedding)]
+    if not tables:
+        raise ValueError(f"the input embedding {name} is a {type(module).__name__}, not an nn.Embedding table: an "
+                         f"earlier stage quantised it already (embedding_int8?); quantise the table once, e.g. "
+                         f"with embeddings=false on this stage")
     if len(tables) != 1:
         raise ValueError(f"the input embedding {name} ({type(module).__name__}) holds {len(tables)} nn.Embedding "
                          "tables; expected one")
