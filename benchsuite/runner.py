@@ -58,7 +58,7 @@ from benchsuite.records import (
 )
 from benchsuite.tasks import TaskKind, TaskSpec, load_task, task_kind
 from benchsuite.tasks.spec import TrainConfig
-from benchsuite.train import fine_tune
+from benchsuite.train import fine_tune, step_counts
 
 log = logging.getLogger("benchsuite")
 
@@ -390,8 +390,7 @@ def _learning_curve(kind: TaskKind, model: torch.nn.Module, data: TaskData, cfg:
     scoring; no steps where the task has no dev rows (spec ``train_from_eval.dev_fraction``)."""
     if data.dev is None:
         return (), None
-    per_epoch = math.ceil(n_features / cfg.batch_size)
-    total = max(1, math.ceil(per_epoch * cfg.epochs))
+    per_epoch, total = step_counts(n_features, cfg)
     steps = sorted({min(total, max(1, round(per_epoch * CURVE_EVERY * i)))
                     for i in range(1, math.ceil(cfg.epochs / CURVE_EVERY) + 1)} | {total})
 

@@ -51,6 +51,12 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: np.rand
     return batches
 
 
+def step_counts(n_features: int, cfg: TrainConfig) -> tuple[int, int]:
+    """Optimizer steps in one epoch of ``n_features`` and in the whole run (at least one)."""
+    per_epoch = math.ceil(n_features / cfg.batch_size)
+    return per_epoch, max(1, math.ceil(per_epoch * cfg.epochs))
+
+
 def fine_tune(
     model: torch.nn.Module,
     features: Sequence[dict],
@@ -78,8 +84,7 @@ def fine_tune(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     lengths = [len(f["input_ids"]) for f in features]
-    per_epoch = math.ceil(len(features) / cfg.batch_size)
-    total = max(1, math.ceil(per_epoch * cfg.epochs))
+    per_epoch, total = step_counts(len(features), cfg)
     decay = [p for n, p in model.named_parameters() if p.requires_grad and not _no_decay(n)]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and _no_decay(n)]
     optimizer = torch.optim.AdamW(

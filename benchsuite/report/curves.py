@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchsuite.records import Record
-from benchsuite.report.plots import _pyplot, _save, slug
+from benchsuite.report.plots import pyplot, save_figure, slug
 
 
 def trained_with_curves(records: list[Record]) -> list[Record]:
@@ -73,7 +73,7 @@ def _one(record: Record, out_dir: Path, figures_dir: Path | None) -> list[str]:
 
 
 def _plot(record: Record, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     curve, metric = record.baseline.training["curve"], record.task.primary_metric
     fig, ax = plt.subplots(figsize=(7, 4))
     seen = [row["seen"] for row in curve]
@@ -91,6 +91,6 @@ def _plot(record: Record, path: Path) -> Path:
     ax.grid(True, linewidth=0.3, alpha=0.5)
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
-    out = _save(fig, path)
+    out = save_figure(fig, path)
     plt.close(fig)
     return out

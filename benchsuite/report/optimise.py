@@ -15,7 +15,7 @@ from pathlib import Path
 from benchsuite.fileio import write_text_atomic
 from benchsuite.optimise.frontier import candidate_frontier
 from benchsuite.optimise.study import SUFFIX, CandidateResult, Study, chosen, read_study
-from benchsuite.report.plots import _pyplot, _save, slug
+from benchsuite.report.plots import pyplot, save_figure, slug
 
 log = logging.getLogger("benchsuite.report")
 
@@ -149,7 +149,7 @@ def _seconds(c: CandidateResult, key: str) -> str:
 def study_plot(study: Study, path: Path) -> Path:
     """Retention against speedup and against compression for the measured candidates; stopped ones at their
     slice retention (grey crosses, no x figure: they sit at the left edge); the bound and the frontier drawn."""
-    plt = _pyplot()
+    plt = pyplot()
     key = study.key
     bound = 100 * key.min_retention
     best = chosen(study)
@@ -190,6 +190,6 @@ def study_plot(study: Study, path: Path) -> Path:
                  f"{key.machine.get('cpu')}, {threads} thread{'s' if threads != 1 else ''} "
                  f"(numbers: candidates as listed in optimise.md; dark: frontier)")
     fig.tight_layout(rect=(0, 0, 1, 0.95))
-    out = _save(fig, path)
+    out = save_figure(fig, path)
     plt.close(fig)
     return out

@@ -34,7 +34,7 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def _pyplot():
+def pyplot():
     import matplotlib  # noqa: PLC0415 (imported only when plots are written)
 
     matplotlib.use("Agg", force=True)
@@ -102,7 +102,7 @@ def _legend(fig, families: list[str]) -> None:
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=130, metadata={"Software": None})
@@ -112,7 +112,7 @@ def _save(fig, path: Path) -> Path:
 
 def task_plot(cells: list[Cell], path: Path) -> Path:
     """Score against batch-32 speedup, and score against size on disk, for one task on one machine."""
-    plt = _pyplot()
+    plt = pyplot()
     families = sorted({c.family for c in cells}, key=lambda f: (f != "baseline", f))
     first = cells[0]
     fig, (left, right, key) = plt.subplots(1, 3, figsize=(16, 6), gridspec_kw={"width_ratios": [5, 5, 3.2]})
@@ -129,14 +129,14 @@ def task_plot(cells: list[Cell], path: Path) -> Path:
     fig.suptitle(f"{first.task} ({first.preset}, {first.model}): {first.machine}\n{first.experiment}")
     _legend(fig, families)
     fig.tight_layout(rect=(0, 0.05, 1, 0.96))
-    out = _save(fig, path)
+    out = save_figure(fig, path)
     plt.close(fig)
     return out
 
 
 def overview_plot(cells: list[Cell], path: Path) -> Path:
     """Retention against batch-32 speedup for every task of one machine (markers: tasks; colours: families)."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.lines import Line2D  # noqa: PLC0415
 
     families = sorted({c.family for c in cells}, key=lambda f: (f != "baseline", f))
@@ -164,7 +164,7 @@ def overview_plot(cells: list[Cell], path: Path) -> Path:
     first = cells[0]
     ax.set_title(f"All tasks ({first.preset}, {first.model}): {first.machine}")
     fig.tight_layout()
-    out = _save(fig, path)
+    out = save_figure(fig, path)
     plt.close(fig)
     return out
 

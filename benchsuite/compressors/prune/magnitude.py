@@ -53,19 +53,24 @@ class MagnitudeConfig(RecoveryConfig):
 
     def validate(self) -> None:
         super().validate()
-        if not 0 < self.sparsity < 1:
-            raise ValueError(f"sparsity must be in (0, 1), got {self.sparsity}")
+        check_schedule(self.sparsity, self.ramp, self.prune_every)
         if not isinstance(self.embeddings, bool):
             raise ValueError(f"embeddings must be true or false, got {self.embeddings!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if not 0 < self.ramp <= 1:
-            raise ValueError(f"ramp must be in (0, 1], got {self.ramp}")
-        if self.prune_every is not None and self.prune_every < 1:
-            raise ValueError(f"prune_every must be >= 1 (or unset), got {self.prune_every}")
         if self.schedule == "gradual" and self.epochs == 0:
             raise ValueError("schedule 'gradual' prunes during recovery fine-tuning, which epochs=0 turns off: "
                              "set epochs > 0 or schedule='oneshot'")
+
+
+def check_schedule(sparsity: float, ramp: float, prune_every: int | None) -> None:
+    """The options unstructured pruning schedules share (magnitude, movement), each refused by name."""
+    if not 0 < sparsity < 1:
+        raise ValueError(f"sparsity must be in (0, 1), got {sparsity}")
+    if not 0 < ramp <= 1:
+        raise ValueError(f"ramp must be in (0, 1], got {ramp}")
+    if prune_every is not None and prune_every < 1:
+        raise ValueError(f"prune_every must be >= 1 (or unset), got {prune_every}")
 
 
 def cubic_sparsity(step: int, ramp_steps: int, final: float) -> float:

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from benchsuite.compressors.base import CompressionResult
-from benchsuite.compressors.prune.magnitude import encoder_linears, scheduled_sparsity
+from benchsuite.compressors.prune.magnitude import check_schedule, encoder_linears, scheduled_sparsity
 from benchsuite.compressors.rebuild import RebuiltCompressor
 from benchsuite.distillation.recovery import RECOVERY_NEEDS, RecoveryConfig, recover
 
@@ -41,12 +41,7 @@ class MovementConfig(RecoveryConfig):
 
     def validate(self) -> None:
         super().validate()
-        if not 0 < self.sparsity < 1:
-            raise ValueError(f"sparsity must be in (0, 1), got {self.sparsity}")
-        if not 0 < self.ramp <= 1:
-            raise ValueError(f"ramp must be in (0, 1], got {self.ramp}")
-        if self.prune_every is not None and self.prune_every < 1:
-            raise ValueError(f"prune_every must be >= 1 (or unset), got {self.prune_every}")
+        check_schedule(self.sparsity, self.ramp, self.prune_every)
         if self.epochs == 0:
             raise ValueError("movement scores are learned during recovery fine-tuning, which epochs=0 turns off: "
                              "set epochs > 0, or use magnitude:schedule=oneshot for pruning without training")
