@@ -38,6 +38,7 @@ BUILTIN_DEFAULT_HASHES = {
     "magnitude": "15c6fde78cb9",
     "movement": "2bed41143606",
     "ort_int8": "45a832b7ca77",
+    "soft_movement": "20f970f8a126",
     "static_int8": "87b1d278c0dd",
     "weight_only_int4": "c46caf1764f8",
     "weight_only_int8": "c46caf1764f8",

@@ -83,3 +83,12 @@ def test_a_magnitude_pruned_model_saves_a_smaller_file_that_reloads_to_the_same_
     load_state(again, tmp_path / "sparse", "sparse")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values(),
                                                  strict=True))
+
+
+def test_nothing_worth_packing_writes_the_plain_file_byte_for_byte(tmp_path: Path) -> None:
+    """A model that pruning left (nearly) dense costs no header entry: not one byte over the baseline's file."""
+    tensors = {"dense": _sparse((64, 48), 0.0), "barely": _sparse((64, 64), 0.01, seed=3)}
+    assert sparse_storage.pack(tensors) == (tensors, {})
+    save_state(tensors, tmp_path, "sparse")
+    save_state(tensors, tmp_path, "safetensors")
+    assert (tmp_path / SPARSE_FILE).read_bytes() == (tmp_path / "model.safetensors").read_bytes()

@@ -103,7 +103,7 @@ def save_state(state: dict[str, torch.Tensor], folder: Path, state_format: str) 
     tensors = {k: v.contiguous() for k, v in state.items() if k not in aliases}
     if state_format == "sparse":
         packed, metadata = sparse_storage.pack(tensors)
-        save_file(packed, str(folder / SPARSE_FILE), metadata=metadata)
+        save_file(packed, str(folder / SPARSE_FILE), metadata=metadata or None)
     else:
         save_file(tensors, str(folder / "model.safetensors"))
 

@@ -41,7 +41,8 @@ def pack(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dic
             shapes[name] = list(tensor.shape)
         else:
             out[name] = tensor
-    return out, {METADATA_KEY: json.dumps(shapes, sort_keys=True)}
+    # nothing packed, no header entry: the file is then byte for byte the plain safetensors one
+    return out, ({METADATA_KEY: json.dumps(shapes, sort_keys=True)} if shapes else {})
 
 
 def unpack(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None) -> dict[str, torch.Tensor]:

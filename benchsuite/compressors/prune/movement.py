@@ -7,7 +7,7 @@ with respect to S is dL/dW' * W (W' = W * M), so S accumulates -dL/dW' * W at ev
 moving away from zero gain score, weights shrinking towards it lose it, whatever their size. This is
 Sanh et al.'s hard movement pruning with scores trained by plain gradient accumulation (their
 first-order form, S = -sum_t dL/dW' * W); their soft variant (a threshold on sigmoid(S) with an L1
-penalty, which does not fix the sparsity in advance) is not implemented. Pruned weights keep their
+penalty, which does not fix the sparsity in advance) is ``soft_movement``. Pruned weights keep their
 dense values and their scores keep moving, so a pruned weight can come back at the next mask update.
 
 Schedule: Zhu & Gupta's cubic ramp, as ``magnitude:schedule=gradual``: after step t <= T = round(ramp x

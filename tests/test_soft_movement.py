@@ -1,0 +1,83 @@
+"""soft_movement: the threshold schedule, the scores' Adam and penalty, the floor, and sparsity that follows lambda."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from benchsuite.compressors.prune.soft_movement import (
+    MIN_KEPT,
+    ScoreAdam,
+    SoftMovement,
+    SoftMovementConfig,
+    penalty_gradients,
+    soft_masks,
+    threshold_at,
+)
+
+
+def test_the_threshold_rises_cubically_to_its_final_value_and_stays():
+    assert threshold_at(0, 100, final=0.1, ramp=0.5) == 0
+    assert threshold_at(25, 100, final=0.1, ramp=0.5) == pytest.approx(0.1 * (1 - 0.5**3))
+    assert threshold_at(50, 100, final=0.1, ramp=0.5) == pytest.approx(0.1)
+    assert threshold_at(100, 100, final=0.1, ramp=0.5) == pytest.approx(0.1)
+
+
+def test_score_adam_steps_as_torch_adam_does():
+    torch.manual_seed(0)
+    start = [torch.randn(4, 3), torch.randn(5)]
+    grads = [[torch.randn_like(s) for s in start] for _ in range(3)]
+    mine = [s.clone() for s in start]
+    adam = ScoreAdam(mine, lr=0.05)
+    ref = [torch.nn.Parameter(s.clone()) for s in start]
+    torch_adam = torch.optim.Adam(ref, lr=0.05)
+    for step in grads:
+        adam.step(step)
+        for p, g in zip(ref, step, strict=True):
+            p.grad = g.clone()
+        torch_adam.step()
+    for a, b in zip(mine, ref, strict=True):
+        assert torch.allclose(a, b.detach(), atol=1e-6)
+
+
+def test_the_penalty_gradient_is_that_of_the_mean_kept_fraction():
+    torch.manual_seed(0)
+    scores = [torch.randn(6, 4, requires_grad=True), torch.randn(10, requires_grad=True)]
+    (7.0 * sum(torch.sigmoid(s).mean() for s in scores) / len(scores)).backward()
+    for mine, s in zip(penalty_gradients([s.detach() for s in scores], 7.0), scores, strict=True):
+        assert torch.allclose(mine, s.grad, atol=1e-7)
+
+
+def test_masks_keep_scores_above_the_threshold_and_never_less_than_the_floor():
+    scores = [torch.tensor([[3.0, -3.0], [0.0, -1.0]]), torch.full((1000,), -9.0)]
+    scores[1][7] = -8.0
+    first, second = soft_masks(scores, 0.3)  # sigmoid > 0.3 <=> score > -0.847
+    assert first.tolist() == [[True, False], [True, False]]
+    assert int(second.sum()) == int(MIN_KEPT * 1000) + 1 and bool(second[7])
+
+
+@pytest.mark.parametrize("bad", [{"threshold": 0.0}, {"threshold": 1.0}, {"regularization": -1.0},
+                                 {"score_learning_rate": 0.0}, {"ramp": 0.0}, {"epochs": 0.0}])
+def test_bad_options_are_refused(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        SoftMovementConfig(**bad)
+
+
+def test_more_regularization_prunes_more_and_the_layout_counts_the_zeros(tiny_model, data_env, tmp_path):
+    from tests.conformance_checks import make_setup
+
+    setup = make_setup(tiny_model, "classification", "sst2", tmp_path / "cache")
+    reached = {}
+    for regularization in (0.0, 1e6):
+        compressor = SoftMovement(SoftMovementConfig(regularization=regularization, score_learning_rate=0.5))
+        torch.manual_seed(0)
+        result = compressor.compress(copy.deepcopy(setup.model), context=setup.context(compressor.NEEDS))
+        linears = [m for m in result.model.bert.encoder.modules() if isinstance(m, torch.nn.Linear)]
+        zeros = sum(int((m.weight == 0).sum()) for m in linears)
+        assert result.layout["pruned_weights"] == zeros
+        assert result.layout["steps"][-1][3] == pytest.approx(result.layout["sparsity"], abs=1e-6)
+        assert all(not torch.nn.utils.parametrize.is_parametrized(m) for m in linears)
+        reached[regularization] = result.layout["sparsity"]
+    assert reached[1e6] > 0.9 and reached[1e6] > reached[0.0] + 0.3, reached
