@@ -109,3 +109,25 @@ def test_movement_style_pipeline_with_int8_embeddings_then_csr_reloads_exactly(t
     reloaded = Pipeline.load(tmp_path / "saved")
     with torch.inference_mode():
         assert torch.equal(reloaded(**setup.inputs).logits, result.model(**setup.inputs).logits)
+
+
+def test_a_pruned_model_on_the_csr_kernel_is_scored_and_measured_by_the_runner(tiny_model, data_env, tmp_path):
+    """The whole cell: trained, scored, saved, reloaded in the memory probe's fresh process, timed; the record
+    says which Linears run the sparse kernel, and its size is the CSR file's."""
+    import json
+
+    from benchsuite.cli import main
+
+    spec = "magnitude:sparsity=0.9,epochs=0.5+embedding_int8+csr"
+    code = main(["run", "--preset", "smoke", "--model", str(tiny_model), "--tasks", "sst2", "--compressors", spec,
+                 "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"), "--threads", "1"])
+    assert code == 0
+    (path,) = [p for p in (tmp_path / "r").rglob("*.json")]
+    record = json.loads(path.read_text())
+    assert record["status"] == "ok" and record["compressor"]["name"] == "magnitude+embedding_int8+csr"
+    csr = record["compressor"]["layout"]["stages"][2]["layout"]
+    assert csr["sparse_kernel"] and len(csr["converted"]) == 2 * 6  # tiny model: 2 layers of 6 Linears
+    measured = record["measurements"]
+    before, after = measured["footprint_before"], measured["footprint"]
+    assert after["params"] == before["params"] and after["params_nonzero"] < before["params_nonzero"]
+    assert measured["memory"] and measured["disk"]["size_bytes"] < 0.5 * 4 * before["params"]
