@@ -60,6 +60,8 @@ def test_version_describe_and_list_say_what_a_user_needs(capsys, mirror, monkeyp
     out = capsys.readouterr().out
     assert "reduce_range" in out and "bool" in out and "default True" in out and "7-bit activations" in out
     assert main(["describe", "nope"]) == 2
+    assert main(["describe", "csr"]) == 0  # a last stage says what it follows
+    assert "the conformance tests run 'magnitude:epochs=0+csr'" in capsys.readouterr().out
     assert main(["list", "compressors"]) == 0
     assert "quantisation" in capsys.readouterr().out
     monkeypatch.setenv("BENCHSUITE_DATA_DIR", str(mirror))

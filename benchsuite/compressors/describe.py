@@ -87,7 +87,11 @@ def describe(name: str) -> str:
     if doc:
         lines += ["", doc]
     lines += ["", f"needs: {', '.join(sorted(cls.NEEDS)) or 'nothing but the model'}; computes in {instance.compute}; "
-                  f"saves {instance.save_format}", ""]
+                  f"saves {instance.save_format}"]
+    if cls.follows:
+        lines.append(f"a last stage: it needs what an earlier stage leaves (the conformance tests run "
+                     f"'{cls.follows}+{cls.name}')")
+    lines.append("")
     docs = options(cls.config_class)
     if not docs:
         lines.append("no options")
