@@ -27,7 +27,7 @@ import torch
 from torch.nn.utils import parametrize
 
 from benchsuite.compressors.base import CompressionResult
-from benchsuite.compressors.prune.magnitude import encoder_linears
+from benchsuite.compressors.prune.magnitude import cubic_sparsity, encoder_linears
 from benchsuite.compressors.prune.movement import MovementMask
 from benchsuite.compressors.rebuild import RebuiltCompressor
 from benchsuite.distillation.recovery import RECOVERY_NEEDS, RecoveryConfig, recover
@@ -59,9 +59,9 @@ class SoftMovementConfig(RecoveryConfig):
 
 
 def threshold_at(step: int, total: int, *, final: float, ramp: float) -> float:
-    """tau after ``step`` of ``total``: 0 at step 0, ``final`` from step round(ramp * total) on, cubic between."""
-    ramp_steps = max(1, round(ramp * total))
-    return final * (1 - (1 - min(step, ramp_steps) / ramp_steps) ** 3)
+    """tau after ``step`` of ``total``: 0 at step 0, ``final`` from step round(ramp * total) on, cubic between
+    (the curve gradual pruning's sparsity follows)."""
+    return cubic_sparsity(step, max(1, round(ramp * total)), final)
 
 
 def soft_masks(scores: list[torch.Tensor], tau: float) -> list[torch.Tensor]:
