@@ -49,6 +49,7 @@ RECORDED = [
     ("distill", "layers=2", "1ab9975ed1cd"),
     ("distill", "alpha=0.0 layers=2", "205d3dfa106b"),
     ("distill", "alpha=0.0", "ec84f393e54c"),
+    ("distill", "hidden_weight=1.0 layers=3", "d5ac5cb7daad"),
     ("dynamic_int8", "reduce_range=False", "0ff0e0f7f0df"),
     ("dynamic_int8", "outlier_channels=4 reduce_range=False", "1e925c021c6c"),
     ("dynamic_int8", "embeddings=False", "751865a8a452"),
