@@ -113,9 +113,9 @@ class Csr(RebuiltCompressor):
         converted: dict[str, int] = {}
         for name, module in model.named_modules():
             if isinstance(module, nn.Linear):
-                zeros = 1 - int(torch.count_nonzero(module.weight)) / module.weight.numel()
-                if zeros >= self.config.min_sparsity:
-                    converted[name] = int(torch.count_nonzero(module.weight))
+                nonzeros = int(torch.count_nonzero(module.weight))
+                if 1 - nonzeros / module.weight.numel() >= self.config.min_sparsity:
+                    converted[name] = nonzeros
         if not converted:
             raise ValueError(f"no Linear has at least {self.config.min_sparsity:.0%} zero weights: csr runs the "
                              f"zeros that unstructured pruning left, so put it after it (movement+csr, "
