@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -40,6 +40,16 @@ class DatasetSpec:
     # the mirror lists it missing), and a part held out of both as a dev set for the baseline's learning
     # curve: {"fraction": 0.5, "dev_fraction": 0.05, "group_by": "title"}; the rest is evaluated.
     train_from_eval: dict[str, Any] | None = None
+    # Options added after records existed: while unset they are left out of the spec's JSON, so of its digest
+    # and of the fine-tuned baseline's cache key, and adding one re-keys only the tasks that set it.
+    LATE_OPTIONS: ClassVar[tuple[str, ...]] = ("train_from_eval",)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in self.LATE_OPTIONS:
+            if data[name] is None:
+                del data[name]
+        return data
 
     def __post_init__(self) -> None:
         for name in ("train_fallback", "train_from_eval"):
@@ -107,6 +117,7 @@ class TaskSpec:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("source")
+        data["dataset"] = self.dataset.to_json()
         return data
 
     def digest(self) -> str:
