@@ -338,3 +338,15 @@ def test_other_field_types():
     ]:
         with pytest.raises(OptionError, match=message):
             _Exotic.from_params(params)
+
+
+def test_a_late_option_at_its_default_leaves_the_hash_alone():
+    from benchsuite.compressors.prune.movement import MovementConfig
+
+    # ranking and warmup came after movement's first records: unset, the config hashes as it did without them
+    assert MovementConfig(ranking="global", warmup=0.0).config_hash() == BUILTIN_DEFAULT_HASHES["movement"]
+    assert "ranking" not in MovementConfig().to_json()["params"]
+    changed = MovementConfig(ranking="matrix")
+    assert changed.to_json()["params"]["ranking"] == "matrix" and changed.config_hash() != MovementConfig().config_hash()
+    assert MovementConfig.from_params(changed.to_json()["params"]) == changed
+

@@ -298,6 +298,41 @@ def test_movement_pruning_reaches_its_sparsity_by_movement_not_magnitude():
     assert not torch.equal(model.classifier.weight, head) and (model.classifier.weight != 0).all()
 
 
+def test_a_warm_up_delays_the_first_mask_update_and_the_ramp_runs_from_its_end():
+    from benchsuite.compressors.prune.magnitude import scheduled_sparsity
+
+    # 20 steps: nothing up to step round(0.2 * 20) = 4, then the cubic over the 10 steps to round(0.7 * 20) = 14
+    targets = {t: scheduled_sparsity(t, 20, final=0.9, ramp=0.7, prune_every=2, warmup=0.2) for t in range(1, 21)}
+    assert [t for t, s in targets.items() if s is not None] == [6, 8, 10, 12, 14]
+    assert targets[6] == pytest.approx(0.9 * (1 - (1 - 2 / 10) ** 3)) and targets[14] == pytest.approx(0.9)
+    # no warm-up: the schedule it always had
+    assert [t for t in range(1, 21) if scheduled_sparsity(t, 20, final=0.9, ramp=0.7, prune_every=2)
+            is not None] == [2, 4, 6, 8, 10, 12, 14]
+
+
+def test_movement_ranked_per_matrix_prunes_each_matrix_to_the_sparsity():
+    from benchsuite.compressors.prune.movement import Movement, MovementConfig, kept_masks
+
+    a, b = torch.tensor([[3.0, -1.0], [0.0, 5.0]]), torch.tensor([9.0, 8.0, 7.0, 6.0])
+    assert [int(m.sum()) for m in kept_masks([a, b], 0.5, "global")] == [0, 4]  # b's scores are all higher
+    assert [m.tolist() for m in kept_masks([a, b], 0.5, "matrix")] == [[[True, False], [False, True]],
+                                                                      [True, True, False, False]]
+    result = Movement(MovementConfig(sparsity=0.8, alpha=0.0, prune_every=2, ranking="matrix", warmup=0.25)).compress(
+        bert(), context=context(Movement, epochs=4))
+    for weight in encoder_linear_weights(result.model):
+        assert int((weight == 0).sum()) == round(0.8 * weight.numel())
+    assert result.layout["ranking"] == "matrix" and result.layout["steps"][0][0] == 6  # after round(0.25 * 16) = 4
+
+
+def test_movement_refuses_a_warm_up_that_leaves_no_ramp_and_an_unknown_ranking():
+    from benchsuite.compressors.prune.movement import MovementConfig
+
+    with pytest.raises(ValueError, match="warmup must be in"):
+        MovementConfig(warmup=0.7)
+    with pytest.raises(ValueError, match="ranking must be one of global, matrix"):
+        MovementConfig(ranking="layer")
+
+
 def test_movement_needs_recovery_training():
     from benchsuite.compressors.prune.movement import MovementConfig
 

@@ -136,6 +136,9 @@ class CompressorConfig:
     """Base of every compressor config: subclass it as a frozen dataclass with defaults."""
 
     version: ClassVar[int] = 1  # bump when a field's meaning changes, so old results stop matching
+    # Options added after records of the config existed: left out of the JSON (so of the hash) while at their
+    # default, which keeps the old behaviour, so adding one re-keys only the configs that set it.
+    LATE_OPTIONS: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         self.validate()
@@ -144,7 +147,12 @@ class CompressorConfig:
         """Raise ValueError naming the bad field, its value and what is allowed."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": type(self).__name__, "version": self.version, "params": asdict(self)}
+        params = asdict(self)
+        defaults = {f.name: f.default for f in fields(self)}
+        for name in self.LATE_OPTIONS:
+            if params[name] == defaults[name]:
+                del params[name]
+        return {"type": type(self).__name__, "version": self.version, "params": params}
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> CompressorConfig:

@@ -78,12 +78,16 @@ def cubic_sparsity(step: int, ramp_steps: int, final: float) -> float:
     return final * (1 - (1 - min(step, ramp_steps) / ramp_steps) ** 3)
 
 
-def scheduled_sparsity(step: int, total: int, *, final: float, ramp: float, prune_every: int | None) -> float | None:
-    """The gradual schedule's target at ``step`` of ``total`` when the masks are updated then, else None: every
-    ``prune_every`` steps (default total // 20, at least 1) and at T = round(ramp * total), none after T."""
-    ramp_steps = max(1, round(ramp * total))
+def scheduled_sparsity(step: int, total: int, *, final: float, ramp: float, prune_every: int | None,
+                       warmup: float = 0.0) -> float | None:
+    """The gradual schedule's target at ``step`` of ``total`` when the masks are updated then, else None: none
+    up to W = round(warmup * total), then every ``prune_every`` steps after W (default total // 20, at least 1)
+    and at T = round(ramp * total), the cubic ramp running from W to T; none after T."""
+    start = round(warmup * total)
+    ramp_steps = max(1, round(ramp * total) - start)
     every = prune_every or max(1, total // 20)
-    if step <= ramp_steps and (step % every == 0 or step == ramp_steps):
+    step -= start
+    if 0 < step <= ramp_steps and (step % every == 0 or step == ramp_steps):
         return cubic_sparsity(step, ramp_steps, final)
     return None
 

@@ -1,7 +1,8 @@
 """``movement``: movement pruning (Sanh et al. 2020), scores learned during recovery fine-tuning.
 
-Which weights: every ``nn.Linear`` weight inside the encoder, ranked together, as ``magnitude``
-ranks them. Each weight W gets a score S. During recovery the Linear computes with W * M, M the
+Which weights: every ``nn.Linear`` weight inside the encoder, ranked together as ``magnitude`` ranks
+them (``ranking=global``), or each matrix keeping its own top (1 - s) share (``ranking=matrix``, Sanh et
+al.'s per-matrix top-k). Each weight W gets a score S. During recovery the Linear computes with W * M, M the
 current mask; by the straight-through estimator through the top-k mask, the gradient of the loss
 with respect to S is dL/dW' * W (W' = W * M), so S accumulates -dL/dW' * W at every step: weights
 moving away from zero gain score, weights shrinking towards it lose it, whatever their size. This is
@@ -12,7 +13,9 @@ dense values and their scores keep moving, so a pruned weight can come back at t
 
 Schedule: Zhu & Gupta's cubic ramp, as ``magnitude:schedule=gradual``: after step t <= T = round(ramp x
 total steps), every ``prune_every`` steps and at T, M keeps the top (1 - s_t) share of the scores,
-s_t = sparsity * (1 - (1 - t/T)^3); after T it stays fixed. At the end the masks are folded into the
+s_t = sparsity * (1 - (1 - t/T)^3); after T it stays fixed. ``warmup`` > 0 first lets the scores
+accumulate over that share of the steps with every weight kept (Sanh et al.'s initial warm-up), and the
+ramp then runs from there to T. At the end the masks are folded into the
 weights (pruned weights become exact zeros) and the model is a plain one, saved with its zeros stored
 sparsely (:mod:`~benchsuite.compressors.sparse_storage`) and run with dense kernels.
 """
@@ -32,16 +35,27 @@ from benchsuite.compressors.rebuild import RebuiltCompressor
 from benchsuite.distillation.recovery import RECOVERY_NEEDS, RecoveryConfig, recover
 
 
+RANKINGS = ("global", "matrix")
+
+
 @dataclass(frozen=True)
 class MovementConfig(RecoveryConfig):
     version: ClassVar[int] = 1
     sparsity: float = 0.9  # fraction of the encoder's Linear weights set to zero
     ramp: float = 0.7  # fraction of the recovery steps over which sparsity rises to its target
     prune_every: int | None = None  # steps between mask updates; None: total steps // 20 (at least 1)
+    ranking: str = "global"  # "global": one top-k over all the encoder's Linears; "matrix": each its own top-k
+    warmup: float = 0.0  # fraction of the recovery steps over which scores accumulate before the first mask update
+    LATE_OPTIONS: ClassVar[tuple[str, ...]] = ("ranking", "warmup")
 
     def validate(self) -> None:
         super().validate()
         check_schedule(self.sparsity, self.ramp, self.prune_every)
+        if self.ranking not in RANKINGS:
+            raise ValueError(f"ranking must be one of {', '.join(RANKINGS)}, got {self.ranking!r}")
+        if not 0 <= self.warmup < self.ramp:
+            raise ValueError(f"warmup must be in [0, ramp={self.ramp}): the ramp runs from the warm-up's end to "
+                             f"its own, got {self.warmup}")
         if self.epochs == 0:
             raise ValueError("movement scores are learned during recovery fine-tuning, which epochs=0 turns off: "
                              "set epochs > 0, or use magnitude:schedule=oneshot for pruning without training")
@@ -75,6 +89,14 @@ def top_scores(scores: list[torch.Tensor], keep: int) -> list[torch.Tensor]:
     return [k.view_as(s) for k, s in zip(kept.split([s.numel() for s in scores]), scores, strict=True)]
 
 
+def kept_masks(scores: list[torch.Tensor], sparsity: float, ranking: str) -> list[torch.Tensor]:
+    """Masks at ``sparsity``: one top-k over all the tensors (``global``), or each tensor's own (``matrix``)."""
+    if ranking == "matrix":
+        return [top_scores([s], s.numel() - round(sparsity * s.numel()))[0] for s in scores]
+    size = sum(s.numel() for s in scores)
+    return top_scores(scores, size - round(sparsity * size))
+
+
 class Movement(RebuiltCompressor):
     family = "pruning"
     name = "movement"
@@ -97,10 +119,10 @@ class Movement(RebuiltCompressor):
 
         def after_step(step: int, total: int) -> None:
             sparsity = scheduled_sparsity(step, total, final=target, ramp=self.config.ramp,
-                                          prune_every=self.config.prune_every)
+                                          prune_every=self.config.prune_every, warmup=self.config.warmup)
             if sparsity is not None:
                 before = [m.mask.clone() for m in masks]
-                for mask, new in zip(masks, top_scores([m.score for m in masks], size - round(sparsity * size)),
+                for mask, new in zip(masks, kept_masks([m.score for m in masks], sparsity, self.config.ranking),
                                      strict=True):
                     mask.mask.copy_(new)
                 revived = sum(int((m.mask & ~b).sum()) for m, b in zip(masks, before, strict=True))
@@ -118,11 +140,12 @@ class Movement(RebuiltCompressor):
     def _check(self, linears: list[nn.Linear], steps: list) -> dict:
         size = sum(m.weight.numel() for m in linears)
         pruned = sum(int((m.weight == 0).sum()) for m in linears)
-        expected = round(self.config.sparsity * size)
+        expected = (sum(round(self.config.sparsity * m.weight.numel()) for m in linears)
+                    if self.config.ranking == "matrix" else round(self.config.sparsity * size))
         if pruned < expected or not steps or steps[-1][1] != round(self.config.sparsity, 6):
             raise RuntimeError(f"movement pruning left {pruned} of {size} encoder weights zero, expected {expected}: "
                                f"the schedule did not reach its target (too few recovery steps?)")
-        return {"importance": "movement", "target_sparsity": self.config.sparsity,
+        return {"importance": "movement", "ranking": self.config.ranking, "target_sparsity": self.config.sparsity,
                 "sets": {"encoder_linear": {"tensors": len(linears), "weights": size, "pruned": pruned,
                                             "sparsity": round(pruned / size, 6)}},
                 "pruned_weights": pruned, "sparsity": round(pruned / size, 6), "steps": steps,
