@@ -347,6 +347,6 @@ def test_a_late_option_at_its_default_leaves_the_hash_alone():
     assert MovementConfig(ranking="global", warmup=0.0).config_hash() == BUILTIN_DEFAULT_HASHES["movement"]
     assert "ranking" not in MovementConfig().to_json()["params"]
     changed = MovementConfig(ranking="matrix")
-    assert changed.to_json()["params"]["ranking"] == "matrix" and changed.config_hash() != MovementConfig().config_hash()
+    assert changed.to_json()["params"]["ranking"] == "matrix"
+    assert changed.config_hash() != MovementConfig().config_hash()
     assert MovementConfig.from_params(changed.to_json()["params"]) == changed
-

@@ -34,7 +34,6 @@ from benchsuite.compressors.prune.magnitude import check_schedule, encoder_linea
 from benchsuite.compressors.rebuild import RebuiltCompressor
 from benchsuite.distillation.recovery import RECOVERY_NEEDS, RecoveryConfig, recover
 
-
 RANKINGS = ("global", "matrix")
 
 
