@@ -20,14 +20,12 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file
 
 from benchsuite.cache import default_cache_dir
 from benchsuite.compressors.pipeline import PrefixCache
-from benchsuite.compressors.rebuild import SPARSE_FILE
+from benchsuite.compressors.rebuild import read_state
 from benchsuite.compressors.registry import get_compressor_class
-from benchsuite.compressors.sparse_storage import unpack
 from benchsuite.fileio import write_text_atomic
 from benchsuite.machine import cpu_model
 
@@ -61,9 +59,7 @@ def pruned_state(record: dict, cache_dir: Path) -> dict[str, torch.Tensor]:
         raise SystemExit(f"{record['compressor']['name']} on {record['task']['name']}: its {stage['name']} model "
                          f"is not in {cache_dir}/prefix; rerun the cell (benchsuite run --force --tasks "
                          f"{record['task']['name']} --compressors ...) to store it")
-    path = Path(entry["path"]) / SPARSE_FILE
-    with safe_open(str(path), framework="pt") as f:
-        return unpack({k: f.get_tensor(k) for k in f.keys()}, f.metadata())  # noqa: SIM118
+    return read_state(Path(entry["path"]), "sparse")
 
 
 def compare(record_path: Path, cache_dir: Path) -> dict:

@@ -89,12 +89,13 @@ import importlib.util
 import json
 import typing
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
+from benchsuite.canonical import canonical_json
 from benchsuite.compressors.options import coerce
 from benchsuite.models import load_saved
 
@@ -137,7 +138,7 @@ class CompressorConfig:
 
     version: ClassVar[int] = 1  # bump when a field's meaning changes, so old results stop matching
     # Options added after records of the config existed: left out of the JSON (so of the hash) while at their
-    # default, which keeps the old behaviour, so adding one re-keys only the configs that set it.
+    # default (:func:`benchsuite.canonical.canonical_json`).
     LATE_OPTIONS: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
@@ -147,12 +148,7 @@ class CompressorConfig:
         """Raise ValueError naming the bad field, its value and what is allowed."""
 
     def to_json(self) -> dict[str, Any]:
-        params = asdict(self)
-        defaults = {f.name: f.default for f in fields(self)}
-        for name in self.LATE_OPTIONS:
-            if params[name] == defaults[name]:
-                del params[name]
-        return {"type": type(self).__name__, "version": self.version, "params": params}
+        return {"type": type(self).__name__, "version": self.version, "params": canonical_json(self)}
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> CompressorConfig:

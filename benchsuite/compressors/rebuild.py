@@ -108,18 +108,22 @@ def save_state(state: dict[str, torch.Tensor], folder: Path, state_format: str) 
         save_file(tensors, str(folder / "model.safetensors"))
 
 
-def load_state(model: torch.nn.Module, folder: Path, state_format: str) -> None:
-    """Load :func:`save_state`'s file into ``model``, strictly: every tensor, of the skeleton's shapes."""
+def read_state(folder: Path, state_format: str) -> dict[str, torch.Tensor]:
+    """The tensors :func:`save_state` wrote, as written (a shared tensor once, under its first name)."""
     if state_format == "torch":
         with warnings.catch_warnings():  # torch.load's own notice about TypedStorage, raised by qtensors
             warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated")
-            state = torch.load(folder / "model.pt", weights_only=True)
-    else:
-        if state_format == "sparse":
-            with safe_open(str(folder / SPARSE_FILE), framework="pt") as f:
-                state = sparse_storage.unpack({k: f.get_tensor(k) for k in f.keys()}, f.metadata())  # noqa: SIM118
-        else:
-            state = load_file(str(folder / "model.safetensors"))
+            return torch.load(folder / "model.pt", weights_only=True)
+    if state_format == "sparse":
+        with safe_open(str(folder / SPARSE_FILE), framework="pt") as f:
+            return sparse_storage.unpack({k: f.get_tensor(k) for k in f.keys()}, f.metadata())  # noqa: SIM118
+    return load_file(str(folder / "model.safetensors"))
+
+
+def load_state(model: torch.nn.Module, folder: Path, state_format: str) -> None:
+    """Load :func:`save_state`'s file into ``model``, strictly: every tensor, of the skeleton's shapes."""
+    state = read_state(folder, state_format)
+    if state_format != "torch":
         for name, first in _aliases(model.state_dict()).items():
             if name not in state and first in state:  # a shared tensor, written once under its first name
                 state[name] = state[first]

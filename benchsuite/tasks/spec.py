@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import yaml
 
+from benchsuite.canonical import canonical_json
 from benchsuite.errors import UsageError
 
 KINDS = ("classification", "extractive_qa", "token_classification")
@@ -41,15 +42,11 @@ class DatasetSpec:
     # curve: {"fraction": 0.5, "dev_fraction": 0.05, "group_by": "title"}; the rest is evaluated.
     train_from_eval: dict[str, Any] | None = None
     # Options added after records existed: while unset they are left out of the spec's JSON, so of its digest
-    # and of the fine-tuned baseline's cache key, and adding one re-keys only the tasks that set it.
+    # and of the fine-tuned baseline's cache key (:func:`benchsuite.canonical.canonical_json`).
     LATE_OPTIONS: ClassVar[tuple[str, ...]] = ("train_from_eval",)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        for name in self.LATE_OPTIONS:
-            if data[name] is None:
-                del data[name]
-        return data
+        return canonical_json(self)
 
     def __post_init__(self) -> None:
         for name in ("train_fallback", "train_from_eval"):
