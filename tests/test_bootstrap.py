@@ -155,3 +155,36 @@ def test_a_score_undefined_on_many_resamples_has_no_interval():
     assert stat.point() == pytest.approx(100.0)
     assert np.isnan(stat.score(resample_counts(3))).mean() > 0.1
     assert score_interval(stat) is None
+
+
+def test_the_floor_is_the_best_constant_prediction_by_hand():
+    rows = classification_rows([0, 1, 0, 1], [1, 1, 1, 0])
+    constant, stat = bootstrap.floor("classification", "accuracy", rows)
+    assert constant == 1 and stat.point() == 75.0  # "always 1" is right 3 times in 4
+    constant, stat = bootstrap.floor("classification", "f1", rows)
+    assert constant == 1 and stat.point() == pytest.approx(100 * 2 * 3 / (2 * 3 + 1))  # tp 3, fp 1, fn 0
+    assert bootstrap.floor("classification", "matthews_correlation", rows)[1].point() == 0.0
+    tagged = [{"row": 0, "prediction": ["O"] * 3, "reference": ["B-PER", "I-PER", "O"]},
+              {"row": 1, "prediction": ["O"] * 2, "reference": ["O", "O"]}]
+    constant, stat = bootstrap.floor("token_classification", "accuracy", tagged)
+    assert constant == "O" and stat.point() == 60.0  # 3 of 5 tokens
+    # every constant tag finds no gold entity: "O" finds none, "B-PER" five one-token ones against one of two tokens
+    assert bootstrap.floor("token_classification", "f1", tagged)[1].point() == 0.0
+    assert bootstrap.floor("classification", "pearson", classification_rows([1.0, 2.0], [1.0, 3.0])) is None
+    assert bootstrap.floor("extractive_qa", "f1", [{"id": "q", "prediction": "a", "gold": ["a"]}]) is None
+
+
+def test_a_model_that_answers_one_label_is_at_the_floor_and_a_good_one_above_it():
+    rng = np.random.default_rng(3)
+    labels = (rng.random(300) < 0.68).astype(int)  # mrpc's share of "equivalent"
+    floor = bootstrap.floor("classification", "f1", classification_rows(labels.tolist(), labels.tolist()))[1]
+    nearly_constant = np.ones_like(labels)
+    nearly_constant[rng.choice(300, 5, replace=False)] = 0
+    degenerate = statistic("classification", "f1", classification_rows(nearly_constant.tolist(), labels.tolist()))
+    assert degenerate.point() > 75  # an F1 that reads as most of a good model's
+    assert bootstrap.difference_interval(degenerate, floor).low <= 0
+    good = np.where(rng.random(300) < 0.85, labels, 1 - labels)
+    good_stat = statistic("classification", "f1", classification_rows(good.tolist(), labels.tolist()))
+    assert bootstrap.difference_interval(good_stat, floor).low > 0
+    with pytest.raises(ValueError, match="different units"):
+        bootstrap.difference_interval(degenerate, statistic("classification", "f1", classification_rows([1], [1])))

@@ -149,10 +149,12 @@ def test_predictions_that_do_not_give_the_recorded_score_get_no_interval(results
     assert "no interval for it" in caplog.text
 
 
-def _cell(label: str, retention: float, speedup: float, size: int, family: str = "x", verdict: str = "loss") -> Cell:
+def _cell(label: str, retention: float, speedup: float, size: int, family: str = "x", verdict: str = "loss",
+          floor: str = "above the floor") -> Cell:
     values = dict.fromkeys(COLUMNS)
     values.update(model="m", task="t", preset="p", machine="cpu", compressor=label, config="-", family=family,
-                  retention=retention, speedup=speedup, size_bytes=size, retention_verdict=verdict, seed=1, key=label)
+                  retention=retention, speedup=speedup, size_bytes=size, retention_verdict=verdict, seed=1, key=label,
+                  floor_verdict=floor)
     return Cell(**values)
 
 
@@ -172,3 +174,36 @@ def test_a_familys_best_is_its_fastest_cell_that_keeps_accuracy():
     only_lossy = _cell("lossy", 93.0, 2.0, 60, family="p")
     best = best_of_families([slow_exact, fast_lossy, fast_ok, only_lossy])
     assert best["q"].compressor == "ok" and best["p"].compressor == "lossy"
+
+
+def test_a_cell_at_the_floor_is_never_on_the_frontier_nor_a_familys_best_if_another_is_above_it():
+    useful = _cell("useful", 99.5, 1.5, 40, family="q", verdict="within noise")
+    degenerate = _cell("degenerate", 94.0, 5.0, 10, family="q", floor="at the floor")  # fastest and smallest
+    assert [c.compressor for c in frontier([useful, degenerate])] == ["useful"]
+    assert best_of_families([useful, degenerate])["q"].compressor == "useful"
+    lossy = _cell("lossy", 80.0, 1.2, 40, family="p")
+    high_but_useless = _cell("useless", 94.0, 5.0, 10, family="p", floor="at the floor")
+    assert best_of_families([lossy, high_but_useless])["p"].compressor == "lossy"
+
+
+def test_the_report_gives_the_floor_and_marks_a_model_at_it(results, tmp_path):
+    folder = results / "quick" / "mrpc" / "all-MiniLM-L6-v2"
+    stem = "distill-1243b599add5"
+    record = json.loads((folder / f"{stem}.json").read_text())
+    rows = [json.loads(line) for line in (folder / f"{stem}.predictions.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["prediction"] = 1  # now it answers "equivalent" for every pair
+    (folder / f"{stem}.predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    positives = sum(r["reference"] == 1 for r in rows)
+    floor = 100 * 2 * positives / (2 * positives + len(rows) - positives)
+    record["scores"]["f1"] = record["primary_score"] = floor
+    (folder / f"{stem}.json").write_text(json.dumps(record))
+    write_reports(results, tmp_path / "out")
+    frame = pd.read_csv(tmp_path / "out" / "summary.csv")
+    rows = {r.compressor: r for r in frame.itertuples()}
+    assert rows["baseline"].floor_score == pytest.approx(floor, abs=1e-4) and 80 < floor < 82  # mrpc's 81 F1
+    assert rows["baseline"].floor_verdict == "above the floor"
+    assert rows["distill"].floor_verdict == "at the floor" and rows["distill"].retention > 90
+    text = (tmp_path / "out" / "quick.md").read_text()
+    assert f"A predictor that ignores its input scores {floor:.2f}" in text
+    assert "**at the floor**" in text

@@ -9,6 +9,11 @@ metric of the resampled data set (``score(ones)`` is the recorded score; tested 
 metric classes). Spearman's rank correlation does not decompose into sums; it is computed per
 resample from count-weighted ranks.
 
+The *floor* of a task is the best score of a predictor that ignores its input: one label (GLUE
+classification) or one tag for every token (CoNLL), whichever scores highest on the evaluation units.
+A model whose paired interval does not clear it has learnt nothing the score can show: on mrpc,
+answering "equivalent" for every pair scores 81 F1, 94% of a fine-tuned MiniLM's F1.
+
 *Paired* retention draws one count vector per resample and applies it to the compressed
 model's and the baseline's units alike, so the difficulty of the drawn examples cancels:
 the interval measures the models' difference, not the test set's sampling.
@@ -117,6 +122,32 @@ def retention_interval(model: Statistic, baseline: Statistic, *, paired: bool = 
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(base != 0, 100 * model.score(counts) / base, np.nan)
     return _percentiles(ratio)
+
+
+def difference_interval(model: Statistic, other: Statistic, *, resamples: int = RESAMPLES,
+                        seed: int = SEED) -> Interval | None:
+    """model score - other score, paired: the same resampled units for both (the same set of units)."""
+    if set(model.keys) != set(other.keys):
+        raise ValueError(f"the two were evaluated on different units ({model.units} vs {other.units}); "
+                         f"a paired interval needs the same evaluation rows")
+    counts = resample_counts(model.units, resamples=resamples, seed=seed)
+    return _percentiles(model.score(counts) - other.aligned(model.keys).score(counts))
+
+
+def floor(kind: str, metric: str, predictions: list[dict]) -> tuple[Any, Statistic] | None:
+    """The best input-ignoring predictor on these units: (its constant, its statistic), the constant being the
+    label or tag it predicts everywhere. None where no constant prediction has a score (a correlation, an
+    extractive answer)."""
+    if kind == "classification" and metric in ("accuracy", "f1", "matthews_correlation"):
+        constants = sorted({r["reference"] for r in predictions})
+        candidates = [(c, _classification(metric, [{**r, "prediction": c} for r in predictions])) for c in constants]
+    elif kind == "token_classification" and metric in ("accuracy", "precision", "recall", "f1"):
+        constants = sorted({tag for r in predictions for tag in r["reference"]})
+        candidates = [(c, _tagging(metric, [{**r, "prediction": [c] * len(r["reference"])} for r in predictions]))
+                      for c in constants]
+    else:
+        return None
+    return max(candidates, key=lambda item: item[1].point(), default=None)
 
 
 # --- the metrics, as sums ------------------------------------------------------------------------

@@ -7,7 +7,9 @@ same cell key except the compressor: same model weights, task spec, data selecti
 epochs and machine (CPU, vector extensions, threads), so retention, compression and speedup are
 only ever taken against a reference measured under the same conditions. A cell's ``experiment``
 names what it shares with its baseline apart from the machine; reports never put two experiments on
-one frontier or plot.
+one frontier or plot. A cell's ``floor_score`` is what a predictor that ignores its input scores on the
+same evaluation units (:func:`~benchsuite.report.bootstrap.floor`), and ``floor_verdict`` says whether
+the cell's paired interval over it clears zero: a retention figure means little for a model at the floor.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from benchsuite.report import bootstrap
 
 log = logging.getLogger("benchsuite.report")
 
+AT_FLOOR = "at the floor"
 SCORE_TOLERANCE = 1e-6  # a recomputed score must equal the recorded one, or the predictions are not its own
 
 
@@ -51,6 +54,8 @@ class Cell:
     retention_ci_low: float | None
     retention_ci_high: float | None
     retention_verdict: str | None  # "loss", "within noise", "gain": the paired interval against 100
+    floor_score: float | None  # the best input-ignoring predictor's score on the same evaluation units
+    floor_verdict: str | None  # "above the floor", or "at the floor": the paired difference interval reaches 0
     params: int | None
     params_nonzero: int | None
     size_bytes: int | None
@@ -78,6 +83,10 @@ class Cell:
     @property
     def is_baseline(self) -> bool:
         return self.compressor == "baseline"
+
+    @property
+    def at_floor(self) -> bool:
+        return self.floor_verdict == AT_FLOOR
 
 
 COLUMNS = tuple(f.name for f in fields(Cell))
@@ -122,22 +131,39 @@ class Predictions:
     def __init__(self, results_dir: Path):
         self.results_dir = results_dir
         self._cache: dict[str, bootstrap.Statistic | None] = {}
+        self._rows: dict[str, list[dict] | None] = {}
+        self._floors: dict[str, bootstrap.Statistic | None] = {}
+
+    def _read(self, record: Record, record_path: str) -> list[dict] | None:
+        if record_path not in self._rows:
+            path = (self.results_dir / record_path).parent / record.predictions_file
+            if path.is_file():
+                self._rows[record_path] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            else:
+                log.warning("%s: predictions file %s is missing; no interval for it", record_path, path.name)
+                self._rows[record_path] = None
+        return self._rows[record_path]
+
+    def floor(self, record: Record, record_path: str) -> bootstrap.Statistic | None:
+        """The input-ignoring predictor's statistic on this record's evaluation units (from its references)."""
+        if record_path not in self._floors:
+            rows = self._read(record, record_path) if record.predictions_file else None
+            found = bootstrap.floor(record.task.kind, record.task.primary_metric, rows) if rows else None
+            self._floors[record_path] = found[1] if found else None
+        return self._floors[record_path]
 
     def statistic(self, record: Record, record_path: str) -> bootstrap.Statistic | None:
         if record_path in self._cache:
             return self._cache[record_path]
         stat = None
         if record.predictions_file and record.primary_score is not None:
-            path = (self.results_dir / record_path).parent / record.predictions_file
-            if path.is_file():
-                rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            rows = self._read(record, record_path)
+            if rows is not None:
                 stat = bootstrap.statistic(record.task.kind, record.task.primary_metric, rows)
                 if stat is not None and abs(stat.point() - record.primary_score) > SCORE_TOLERANCE * 100:
                     log.warning("%s: its predictions give %s %.4f, the record says %.4f; no interval for it",
                                 record_path, record.task.primary_metric, stat.point(), record.primary_score)
                     stat = None
-            else:
-                log.warning("%s: predictions file %s is missing; no interval for it", record_path, path.name)
         self._cache[record_path] = stat
         return stat
 
@@ -168,6 +194,12 @@ def _cell(record: Record, path: str, base: tuple[Record, str] | None, prediction
         if stat is not None and base_stat is not None and set(stat.keys) == set(base_stat.keys):
             retention_ci = (bootstrap.Interval(100.0, 100.0) if base[1] == path
                             else bootstrap.retention_interval(stat, base_stat))
+    floor_stat = predictions.floor(*(base or (record, path))) if stat is not None else None
+    floor_score = floor_verdict = None
+    if floor_stat is not None and set(floor_stat.keys) == set(stat.keys):
+        floor_score = floor_stat.point()
+        above = bootstrap.difference_interval(stat, floor_stat)
+        floor_verdict = "above the floor" if above is not None and above.low > 0 else AT_FLOOR
     base_size = (base_record.measurements.disk or {}).get("size_bytes") if base_record else None
     throughput = speed["speedup_throughput"] if speed else None
     cell = Cell(
@@ -181,7 +213,8 @@ def _cell(record: Record, path: str, base: tuple[Record, str] | None, prediction
         baseline_score=_round(base_record.primary_score if base_record else None, 4),
         retention=_round(retention, 3), retention_ci_low=_round(retention_ci.low if retention_ci else None, 3),
         retention_ci_high=_round(retention_ci.high if retention_ci else None, 3),
-        retention_verdict=_retention_verdict(retention_ci),
+        retention_verdict=_retention_verdict(retention_ci), floor_score=_round(floor_score, 4),
+        floor_verdict=floor_verdict,
         params=fp.get("params"), params_nonzero=fp.get("params_nonzero"), size_bytes=disk.get("size_bytes"),
         gzip_bytes=disk.get("gzip_bytes"),
         compression=_round(base_size / disk["size_bytes"], 4) if base_size and disk.get("size_bytes") else None,

@@ -2,7 +2,8 @@
 
 A cell is on the frontier when no other cell of the same task, model, preset and machine is at
 least as good on retention, batch-32 speedup and size on disk at once, and better on one of
-them. Cells missing one of the three figures take no part.
+them. Cells missing one of the three figures take no part, and so do cells at the task's floor (no
+better than a predictor that ignores its input): such a model is small and fast, and useless.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ KEEP = 99.0  # retention (percent) a family's best must keep, unless its loss is
 
 
 def _objectives(cell: Cell) -> tuple[float, float, float] | None:
-    if cell.retention is None or cell.speedup is None or not cell.size_bytes:
+    if cell.retention is None or cell.speedup is None or not cell.size_bytes or cell.at_floor:
         return None
     return cell.retention, cell.speedup, -float(cell.size_bytes)
 
@@ -32,13 +33,15 @@ def frontier(cells: Iterable[Cell]) -> list[Cell]:
 
 
 def keeps_accuracy(cell: Cell) -> bool:
-    return cell.retention is not None and (cell.retention >= KEEP or cell.retention_verdict in ("within noise", "gain",
+    kept = cell.retention is not None and (cell.retention >= KEEP or cell.retention_verdict in ("within noise", "gain",
                                                                                                 "reference"))
+    return kept and not cell.at_floor
 
 
 def best_of_families(cells: Iterable[Cell]) -> dict[str, Cell]:
     """Each family's best cell: the fastest (batch 32) of those that keep accuracy (:func:`keeps_accuracy`),
-    ties to the smaller file; when none keeps it, the one with the highest retention."""
+    ties to the smaller file; when none keeps it, the one with the highest retention, a cell above the task's
+    floor before one at it."""
     by_family: dict[str, list[Cell]] = defaultdict(list)
     for cell in cells:
         if not cell.is_baseline and cell.retention is not None:
@@ -49,7 +52,7 @@ def best_of_families(cells: Iterable[Cell]) -> dict[str, Cell]:
         if keeping:
             best[family] = max(keeping, key=lambda c: (c.speedup, -(c.size_bytes or 0), c.retention))
         else:
-            best[family] = max(members, key=lambda c: (c.retention, c.speedup or 0.0))
+            best[family] = max(members, key=lambda c: (not c.at_floor, c.retention, c.speedup or 0.0))
     return best
 
 

@@ -26,7 +26,10 @@ DEFINITIONS = f"""\
 Scores are on a 0-100 scale, for the task's primary metric unless a column names another.
 *Retention* is a cell's score over the baseline score of the same model, task, data, seed and machine.
 *[low-high]* after a score is its {bootstrap.METHOD}. *Retention verdict*: **loss** when the whole paired
-interval is below 100%, **gain** when above, **within noise** otherwise.
+interval is below 100%, **gain** when above, **within noise** otherwise. The *floor* is the best score of a
+predictor that ignores its input (the one label, or for NER the one tag, that scores highest on the same evaluation
+examples); a cell is **at the floor** when the paired 95% interval of its score minus the floor reaches 0, and such a
+cell takes no part in a frontier whatever its retention (on mrpc the floor is 81 F1, above 90% of a baseline's).
 *params* counts weights (distinct storages once, shared weights once; quantised weights count one per element
 whatever their bits); *size MB* is the file the compressor saves (safetensors for float models), *gzip MB*
 that file gzip-compressed, *smaller* the baseline's file size over this one; *peak RSS MB* is the peak resident
@@ -68,11 +71,24 @@ def _count(compressed: int) -> str:
     return f"{compressed} compressed cell{'' if compressed == 1 else 's'}"
 
 
+def _verdict(cell: Cell) -> str:
+    """The retention verdict; a cell no better than the floor says that first."""
+    verdict = cell.retention_verdict or "n/a"
+    return f"**at the floor**; {verdict}" if cell.at_floor else verdict
+
+
+def _floor_line(base: Cell) -> str:
+    if base.floor_score is None:
+        return ""
+    share = f" ({100 * base.floor_score / base.score:.1f}% of the baseline's)" if base.score else ""
+    return f" A predictor that ignores its input scores {base.floor_score:.2f}{share}."
+
+
 def _answer_row(cell: Cell) -> dict[str, Any]:
     return {"config": f"`{cell.label}`", "family": cell.family,
             "score": _with_ci(cell.score, cell.score_ci_low, cell.score_ci_high),
             "retention %": _with_ci(cell.retention, cell.retention_ci_low, cell.retention_ci_high),
-            "accuracy verdict": cell.retention_verdict or "n/a",
+            "accuracy verdict": _verdict(cell),
             "speedup b32": _speed(cell), "speed verdict": cell.speed_verdict or "n/a", "size MB": _size(cell)}
 
 
@@ -95,7 +111,7 @@ def answer_first(cells: list[Cell], plots: dict[tuple, Path], out_dir: Path) -> 
         size = f"{base.size_bytes / 1e6:.1f} MB" if base.size_bytes else "size not measured"
         lines += [f"Baseline ({model}): {base.metric} {_with_ci(base.score, base.score_ci_low, base.score_ci_high)}, "
                   f"{size}, {_num(base.samples_per_s, 1)} samples/s at batch 32; {_count(len(members) - 1)}. "
-                  f"Published: {task_anchor(task)}.", ""]
+                  f"Published: {task_anchor(task)}.{_floor_line(base)}", ""]
         front = [c for c in frontier(members) if not c.is_baseline]
         if front:
             lines += ["Frontier:", "", _table([_answer_row(c) for c in front]), ""]
@@ -209,7 +225,7 @@ def _score_row(record: Record, cell: Cell) -> dict[str, Any]:
         f"{cell.metric} 95% CI": (f"{cell.score_ci_low:.2f}-{cell.score_ci_high:.2f}"
                                   if cell.score_ci_low is not None else "n/a"),
         "retention %": _with_ci(cell.retention, cell.retention_ci_low, cell.retention_ci_high),
-        "verdict": cell.retention_verdict or "n/a",
+        "verdict": _verdict(cell),
         "train rows x epochs": f"{record.data.train.rows_used:,} x {training['epochs']:g}",
         "eval rows": f"{record.data.eval.rows_used:,}", "seed": cell.seed,
     }

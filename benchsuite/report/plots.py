@@ -2,7 +2,8 @@
 
 Each point is a cell, coloured by family and labelled by its compressor config; the baseline is
 a black star; error bars are the score's bootstrap interval (vertical) and the speedup's
-interquartile range (horizontal); the line is the frontier of that plot's two figures. Speed
+interquartile range (horizontal); the line is the frontier of that plot's two figures; the dotted
+line is the task's floor (an input-ignoring predictor's score) and a hollow point a cell at it. Speed
 is never mixed across machines: each machine gets its own figures. Output is deterministic
 (no timestamps in the files), so regenerating gives identical bytes.
 """
@@ -68,10 +69,13 @@ def _scatter(ax, cells: list[Cell], x_of, xerr_of, *, xlabel: str, larger_x_bett
         colour = _colour(cell.family, families)
         ax.errorbar(x, cell.score, yerr=yerr, xerr=xerr, fmt="*" if cell.is_baseline else "o",
                     markersize=11 if cell.is_baseline else 5, color=colour, ecolor=colour, elinewidth=0.7,
-                    capsize=2, alpha=0.9, zorder=3)
+                    capsize=2, alpha=0.9, zorder=3, markerfacecolor="none" if cell.at_floor else colour)
         ax.annotate(str(number), (x, cell.score), xytext=(3, 3 if number % 2 else -8), textcoords="offset points",
                     fontsize=7, color=colour, zorder=4)
         points.append((x, cell.score))
+    floors = {c.floor_score for c in cells if c.floor_score is not None}
+    if len(floors) == 1:
+        ax.axhline(floors.pop(), color="#555555", linewidth=0.8, linestyle=":", zorder=1)
     line = _frontier_line(points, larger_x_better=larger_x_better)
     if len(line) > 1:
         ax.step([p[0] for p in line], [p[1] for p in line], where="post" if not larger_x_better else "pre",
@@ -99,6 +103,8 @@ def _legend(fig, families: list[str]) -> None:
     handles = [Line2D([], [], marker="*" if f == "baseline" else "o", linestyle="", color=_colour(f, families),
                       label=f) for f in families]
     handles.append(Line2D([], [], color="#999999", linestyle="--", label="frontier"))
+    handles.append(Line2D([], [], color="#555555", linestyle=":", marker="o", markerfacecolor="none",
+                          label="floor (input-ignoring predictor); hollow: a cell at it"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
 
 
@@ -150,11 +156,13 @@ def overview_plot(cells: list[Cell], path: Path) -> Path:
                 if cell.retention_ci_low is not None else None)
         colour = _colour(cell.family, families)
         ax.errorbar(cell.speedup, cell.retention, yerr=yerr, fmt=marker, color=colour, ecolor=colour,
-                    elinewidth=0.6, capsize=1.5, markersize=5, alpha=0.85)
+                    elinewidth=0.6, capsize=1.5, markersize=5, alpha=0.85,
+                    markerfacecolor="none" if cell.at_floor else colour)
     ax.axhline(100, color="#000000", linewidth=0.8)
     ax.axvline(1, color="#000000", linewidth=0.8)
     ax.set_xlabel("speedup at batch 32 over the task's baseline")
-    ax.set_ylabel("retention of the baseline score (%, bars: paired 95% bootstrap interval)")
+    ax.set_ylabel("retention of the baseline score (%, bars: paired 95% bootstrap interval; hollow: at the "
+                  "task's floor)")
     ax.grid(True, linewidth=0.3, alpha=0.5)
     handles = [Line2D([], [], marker="o", linestyle="", color=_colour(f, families), label=f)
                for f in families if f != "baseline"]
