@@ -305,9 +305,13 @@ def compress_cell(compressor: Compressor, spec: TaskSpec, kind: TaskKind, data: 
         return teacher_outputs(lambda: load_model(kind.auto_class, teacher_path), train_data(),
                                **teacher_settings(kind, baseline, opts))
 
+    def pretrained() -> torch.nn.Module:
+        torch.manual_seed(opts.seed)  # the new head's initialisation, as the baseline's
+        return load_model(kind.auto_class, resolve_model(opts.model).path, **kind.model_kwargs())
+
     providers = {"train_data": train_data, "task_rows": lambda: data.train,
                  "teacher": lambda: load_model(kind.auto_class, teacher_path),
-                 "teacher_outputs": outputs, "calibration_data": calibration}
+                 "teacher_outputs": outputs, "calibration_data": calibration, "pretrained": pretrained}
     assert set(providers) == set(NEEDS_TABLE), "the runner provides every need of the table, and only those"
     prefixes = (PrefixCache(opts.cache_dir, baseline_key=baseline["cache_key"], seed=opts.seed,
                             providers={stage.name: provider(stage) for stage in compressor.stages})

@@ -118,11 +118,16 @@ def make_setup(tiny_model: Path, kind_name: str, task: str, cache_dir: Path) -> 
         return teacher_outputs(lambda: model, train_data(), names=kind.outputs, per_token=kind.per_token,
                                pad_token_id=kind.tokenizer.pad_token_id, cache_dir=cache_dir, teacher_key="tiny")
 
+    def pretrained() -> torch.nn.Module:  # the tiny model is its own pretrained source here, with a fresh head
+        torch.manual_seed(SEED)
+        return load_model(kind.auto_class, str(tiny_model), **kind.model_kwargs())
+
     def context(needs: frozenset[str]) -> CompressionContext:
         # as the runner provides them: calibration data is every training feature, unlabelled
         providers = {"train_data": train_data, "task_rows": lambda: data().train,
                      "teacher": lambda: copy.deepcopy(model), "teacher_outputs": outputs,
-                     "calibration_data": lambda: [model_inputs(f) for f in train_data()]}
+                     "calibration_data": lambda: [model_inputs(f) for f in train_data()],
+                     "pretrained": pretrained}
         return CompressionContext(needs=needs, task=spec, tokenizer=kind.tokenizer, seed=SEED, providers=providers,
                                   train_config=replace(spec.train, epochs=get_preset(PRESET).default.epochs))
 

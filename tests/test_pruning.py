@@ -37,10 +37,10 @@ def features(count: int = 32, seed: int = 0) -> list[dict]:
     return rows
 
 
-def context(cls, *, epochs: float = 1.0) -> CompressionContext:
+def context(cls, *, epochs: float = 1.0, pretrained=None) -> CompressionContext:
     """Hard labels only (alpha=0 in the configs below), so no teacher outputs are needed."""
     return CompressionContext(needs=cls.NEEDS, task=None, tokenizer=SimpleNamespace(pad_token_id=0), seed=0,
-                              providers={"train_data": features()},
+                              providers={"train_data": features(), "pretrained": pretrained},
                               train_config=TrainConfig(epochs=epochs, batch_size=8, learning_rate=1e-3))
 
 
@@ -338,3 +338,26 @@ def test_movement_needs_recovery_training():
 
     with pytest.raises(ValueError, match="epochs=0 turns off"):
         MovementConfig(epochs=0).validate()
+
+
+@pytest.mark.parametrize("name", ["magnitude", "movement"])
+def test_start_pretrained_prunes_the_pretrained_model_not_the_fine_tuned_one(name):
+    from benchsuite.compressors.prune.magnitude import Magnitude, MagnitudeConfig
+    from benchsuite.compressors.prune.movement import Movement, MovementConfig
+
+    cls, config = {"magnitude": (Magnitude, MagnitudeConfig), "movement": (Movement, MovementConfig)}[name]
+    pretrained = bert(seed=7)  # another model than the "fine-tuned" one below, head included
+    tiny_steps = {"alpha": 0.0, "learning_rate": 1e-12, "sparsity": 0.5}  # the weights barely move from the start
+    for start, source in (("pretrained", pretrained), ("finetuned", bert(seed=0))):
+        result = cls(config(start=start, **tiny_steps)).compress(
+            bert(seed=0), context=context(cls, pretrained=lambda: copy.deepcopy(pretrained)))
+        for pruned, original in zip(encoder_linear_weights(result.model), encoder_linear_weights(source), strict=True):
+            kept = pruned != 0
+            assert 0.3 < float(kept.float().mean()) < 0.7
+            assert torch.allclose(pruned[kept], original[kept], atol=1e-6)
+        assert torch.allclose(result.model.classifier.weight, source.classifier.weight, atol=1e-6)
+    with pytest.raises(ValueError, match="start must be one of finetuned, pretrained"):
+        config(start="scratch")
+    with pytest.raises(ValueError, match="start=pretrained learns the task"):
+        config(start="pretrained", epochs=0, schedule="oneshot") if name == "magnitude" else config(
+            start="pretrained", epochs=0)

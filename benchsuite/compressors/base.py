@@ -108,6 +108,8 @@ NEEDS_TABLE: dict[str, str] = {
     "teacher": "the fine-tuned, uncompressed model (a separate copy: do not modify it)",
     "teacher_outputs": "the teacher's outputs (logits) on train_data, row for row, cached",
     "calibration_data": "the training features without labels (model inputs only), in order",
+    "pretrained": "the model the baseline was fine-tuned from, its task head freshly initialised as the baseline's "
+                  "was (same seed): a separate copy",
 }
 NEED_NAMES = frozenset(NEEDS_TABLE)
 
@@ -207,6 +209,11 @@ class CompressionContext:
     def task_rows(self):
         """The training rows of ``train_data`` as raw text: a ``datasets.Dataset`` with the task's columns."""
         return self._get("task_rows")
+
+    @property
+    def pretrained(self) -> torch.nn.Module:
+        """The model the baseline was fine-tuned from, with a fresh task head (a separate copy)."""
+        return self._get("pretrained")
 
     @property
     def teacher(self) -> torch.nn.Module:

@@ -16,6 +16,12 @@ Schedules (``schedule``):
   are recomputed by global magnitude to s_t = sparsity * (1 - (1 - t/T)^3); after T they stay fixed.
   Needs recovery (epochs > 0).
 
+Start (``start``): ``finetuned`` (default) prunes the task's fine-tuned model; ``pretrained`` starts from
+the model it was fine-tuned from, the task head freshly initialised as the baseline's was, and learns the
+task during the pruning run, with the fine-tuned model as teacher: Sanh et al. 2020's setting, in which
+movement pruning beats magnitude pruning at high sparsity (``movement`` takes the same option). The
+recovery epochs are then all the task training the model gets.
+
 Masks are re-applied after every optimizer step, so AdamW's update and weight decay cannot
 revive a pruned weight; the final model is checked to hold exactly round(sparsity * n) zeros in
 each pruned set.
@@ -40,6 +46,8 @@ from benchsuite.compressors.rebuild import RebuiltCompressor
 from benchsuite.distillation.recovery import RECOVERY_NEEDS, RecoveryConfig, recover
 
 SCHEDULES = ("oneshot", "gradual")
+STARTS = ("finetuned", "pretrained")
+PRUNING_NEEDS = RECOVERY_NEEDS | {"pretrained"}  # the pretrained model for start=pretrained
 
 
 @dataclass(frozen=True)
@@ -50,10 +58,13 @@ class MagnitudeConfig(RecoveryConfig):
     schedule: str = "oneshot"  # or "gradual": Zhu & Gupta's cubic schedule during recovery
     ramp: float = 0.7  # gradual: fraction of the recovery steps over which sparsity rises to its target
     prune_every: int | None = None  # gradual: steps between mask updates; None: total steps // 20 (at least 1)
+    start: str = "finetuned"  # or "pretrained": prune while fine-tuning the pretrained model (Sanh et al.'s setting)
+    LATE_OPTIONS: ClassVar[tuple[str, ...]] = ("start",)
 
     def validate(self) -> None:
         super().validate()
         check_schedule(self.sparsity, self.ramp, self.prune_every)
+        check_start(self.start, self.epochs)
         if not isinstance(self.embeddings, bool):
             raise ValueError(f"embeddings must be true or false, got {self.embeddings!r}")
         if self.schedule not in SCHEDULES:
@@ -71,6 +82,21 @@ def check_schedule(sparsity: float, ramp: float, prune_every: int | None) -> Non
         raise ValueError(f"ramp must be in (0, 1], got {ramp}")
     if prune_every is not None and prune_every < 1:
         raise ValueError(f"prune_every must be >= 1 (or unset), got {prune_every}")
+
+
+def check_start(start: str, epochs: float | None) -> None:
+    if start not in STARTS:
+        raise ValueError(f"start must be one of {', '.join(STARTS)}, got {start!r}")
+    if start == "pretrained" and epochs == 0:
+        raise ValueError("start=pretrained learns the task during recovery fine-tuning, which epochs=0 turns off: "
+                         "set epochs > 0")
+
+
+def starting_point(model: nn.Module, *, context, start: str) -> nn.Module:
+    """``model`` itself (``finetuned``), or with the pretrained weights and a fresh head loaded into it."""
+    if start == "pretrained":
+        model.load_state_dict(context.pretrained.state_dict())
+    return model
 
 
 def cubic_sparsity(step: int, ramp_steps: int, final: float) -> float:
@@ -133,12 +159,13 @@ class Magnitude(RebuiltCompressor):
     name = "magnitude"
     config_class = MagnitudeConfig
     search_space = {"sparsity": (0.5, 0.7, 0.9)}  # light to heavy sparsity: the accuracy/zeros trade
-    NEEDS = RECOVERY_NEEDS
+    NEEDS = PRUNING_NEEDS
     state_format = "sparse"  # the zeros are not stored: the file shrinks with the sparsity
 
     def restructure(self, model: torch.nn.Module, layout: dict) -> torch.nn.Module:
         return model  # the architecture is unchanged: only values are zero
     def compress(self, model: torch.nn.Module, *, context) -> CompressionResult:
+        model = starting_point(model, context=context, start=self.config.start)
         sets = pruned_sets(model, embeddings=self.config.embeddings)
         target = self.config.sparsity
         steps: list[list] = []  # gradual: [step, target sparsity, achieved sparsity] at each mask update

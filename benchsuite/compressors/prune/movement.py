@@ -15,7 +15,8 @@ Schedule: Zhu & Gupta's cubic ramp, as ``magnitude:schedule=gradual``: after ste
 total steps), every ``prune_every`` steps and at T, M keeps the top (1 - s_t) share of the scores,
 s_t = sparsity * (1 - (1 - t/T)^3); after T it stays fixed. ``warmup`` > 0 first lets the scores
 accumulate over that share of the steps with every weight kept (Sanh et al.'s initial warm-up), and the
-ramp then runs from there to T. At the end the masks are folded into the
+ramp then runs from there to T. ``start=pretrained`` prunes while fine-tuning the pretrained model, the
+fine-tuned one as teacher (Sanh et al.'s setting; see ``magnitude``). At the end the masks are folded into the
 weights (pruned weights become exact zeros) and the model is a plain one, saved with its zeros stored
 sparsely (:mod:`~benchsuite.compressors.sparse_storage`) and run with dense kernels.
 """
@@ -30,9 +31,16 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from benchsuite.compressors.base import CompressionResult
-from benchsuite.compressors.prune.magnitude import check_schedule, encoder_linears, scheduled_sparsity
+from benchsuite.compressors.prune.magnitude import (
+    PRUNING_NEEDS,
+    check_schedule,
+    check_start,
+    encoder_linears,
+    scheduled_sparsity,
+    starting_point,
+)
 from benchsuite.compressors.rebuild import RebuiltCompressor
-from benchsuite.distillation.recovery import RECOVERY_NEEDS, RecoveryConfig, recover
+from benchsuite.distillation.recovery import RecoveryConfig, recover
 
 RANKINGS = ("global", "matrix")
 
@@ -45,11 +53,13 @@ class MovementConfig(RecoveryConfig):
     prune_every: int | None = None  # steps between mask updates; None: total steps // 20 (at least 1)
     ranking: str = "global"  # "global": one top-k over all the encoder's Linears; "matrix": each its own top-k
     warmup: float = 0.0  # fraction of the recovery steps over which scores accumulate before the first mask update
-    LATE_OPTIONS: ClassVar[tuple[str, ...]] = ("ranking", "warmup")
+    start: str = "finetuned"  # or "pretrained": prune while fine-tuning the pretrained model (Sanh et al.'s setting)
+    LATE_OPTIONS: ClassVar[tuple[str, ...]] = ("ranking", "warmup", "start")
 
     def validate(self) -> None:
         super().validate()
         check_schedule(self.sparsity, self.ramp, self.prune_every)
+        check_start(self.start, self.epochs)
         if self.ranking not in RANKINGS:
             raise ValueError(f"ranking must be one of {', '.join(RANKINGS)}, got {self.ranking!r}")
         if not 0 <= self.warmup < self.ramp:
@@ -101,13 +111,14 @@ class Movement(RebuiltCompressor):
     name = "movement"
     config_class = MovementConfig
     search_space = {"sparsity": (0.5, 0.7, 0.9)}  # light to heavy sparsity: the accuracy/zeros trade
-    NEEDS = RECOVERY_NEEDS
+    NEEDS = PRUNING_NEEDS
     state_format = "sparse"  # the zeros are not stored: the file shrinks with the sparsity
 
     def restructure(self, model: torch.nn.Module, layout: dict) -> torch.nn.Module:
         return model  # the architecture is unchanged: only values are zero
 
     def compress(self, model: torch.nn.Module, *, context) -> CompressionResult:
+        model = starting_point(model, context=context, start=self.config.start)
         linears = encoder_linears(model, method="movement")
         masks = [MovementMask(torch.zeros_like(m.weight, requires_grad=False)) for m in linears]
         for linear, mask in zip(linears, masks, strict=True):
