@@ -7,7 +7,9 @@ trained model in the run's prefix cache (the entry the runner stored, keyed by t
 and stage config) and the fine-tuned teacher it started from (``finetuned/<baseline cache key>``), then
 compares them over the encoder's Linear weights: the teacher's mean |W| over the kept and the pruned
 weights, and the share of the teacher's largest 10% (by |W|) that the pruned model kept. Magnitude
-pruning keeps nearly all of them by construction; random pruning to 90% would keep 10%. A record whose
+pruning keeps nearly all of them by construction; random pruning to 90% would keep 10%. It also gives the
+share kept in each encoder layer: one global ranking may keep far more in some layers than in others, and
+a layer that keeps almost nothing cuts the path its attention and feed-forward blocks give. A record whose
 stage is not in the cache is refused, naming the run that recomputes it.
 Writes ``benchmarks/results/pruned_weights.json``.
 """
@@ -17,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -62,6 +66,17 @@ def pruned_state(record: dict, cache_dir: Path) -> dict[str, torch.Tensor]:
     return read_state(Path(entry["path"]), "sparse")
 
 
+def layer_kept_share(pruned: dict[str, torch.Tensor], names: list[str]) -> dict[str, float]:
+    """The share of each encoder layer's Linear weights that the pruned model kept, by layer index."""
+    kept, size = defaultdict(int), defaultdict(int)
+    for name in names:
+        layer = re.search(r"\.layer\.(\d+)\.", name)
+        index = layer.group(1) if layer else "?"
+        kept[index] += int((pruned[name] != 0).sum())
+        size[index] += pruned[name].numel()
+    return {index: round(kept[index] / size[index], 6) for index in sorted(size, key=lambda i: (len(i), i))}
+
+
 def compare(record_path: Path, cache_dir: Path) -> dict:
     record = json.loads(record_path.read_text())
     teacher = load_file(str(cache_dir / "finetuned" / record["baseline"]["cache_key"] / "model.safetensors"))
@@ -83,6 +98,7 @@ def compare(record_path: Path, cache_dir: Path) -> dict:
         "teacher_mean_abs_kept": round(float(magnitude[kept].mean()), 6),
         "teacher_mean_abs_pruned": round(float(magnitude[~kept].mean()), 6),
         "teacher_top10_kept_share": round(float((kept & top).sum() / top.sum()), 6),
+        "layer_kept_share": layer_kept_share(pruned, names),
     }
 
 
@@ -97,11 +113,12 @@ def main() -> None:
     rows = [compare(path.resolve(), cache_dir) for path in args.records]
     for row in rows:
         print(f"{row['task']} {row['compressor']} {row['config']}: score {row['primary_score']:.4f}, kept "
-              f"{row['teacher_top10_kept_share']:.1%} of the teacher's largest 10%")
+              f"{row['teacher_top10_kept_share']:.1%} of the teacher's largest 10%; kept by layer "
+              f"{', '.join(f'{i}: {v:.1%}' for i, v in row['layer_kept_share'].items())}")
     out = {
         "what": "the teacher's weights that magnitude and movement pruning kept, over the encoder's Linears: mean "
                 "|W| (teacher) of the kept and pruned weights, and the share of the teacher's largest 10% kept "
-                "(random pruning to 90% keeps 10%)",
+                "(random pruning to 90% keeps 10%), and the share kept in each encoder layer",
         "machine": {"cpu": cpu_model(), "logical_cpus": os.cpu_count()},
         "results": rows,
     }
