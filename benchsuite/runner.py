@@ -273,7 +273,7 @@ def _score_cell(record: Record, compressor: Compressor, spec: TaskSpec, kind: Ta
 @dataclass(frozen=True)
 class CompressedCell:
     result: CompressionResult
-    seconds: float  # wall time of compress (less any on_stage hook: the optimiser's slice checks)
+    seconds: float  # wall time of compress (less any on_stage hook, the optimiser's slice checks, and dev scoring)
     before: Footprint  # the fine-tuned model's footprint
     kind: TaskKind  # the task kind that reads the compressed model's inputs (its own tokenizer, if it returned one)
 
@@ -316,7 +316,7 @@ def compress_cell(compressor: Compressor, spec: TaskSpec, kind: TaskKind, data: 
     prefixes = (PrefixCache(opts.cache_dir, baseline_key=baseline["cache_key"], seed=opts.seed,
                             providers={stage.name: provider(stage) for stage in compressor.stages})
                 if isinstance(compressor, Pipeline) else None)
-    hooked = 0.0  # seconds spent in on_stage (the optimiser's slice checks): not compression
+    hooked = 0.0  # seconds spent in on_stage (the optimiser's slice checks) and scoring dev rows: not compression
 
     def timed_hook(stages, staged_model) -> None:
         nonlocal hooked
@@ -326,9 +326,25 @@ def compress_cell(compressor: Compressor, spec: TaskSpec, kind: TaskKind, data: 
         finally:
             hooked += time.perf_counter() - began
 
+    def recovery_curve(student: torch.nn.Module, n_features: int, cfg: TrainConfig):
+        steps, score = _learning_curve(kind, student, data, cfg, n_features, opts)
+        if score is None:
+            return steps, None
+
+        def timed_score(step: int, seen: int) -> dict:  # dev scoring is not compression: its time is left out
+            nonlocal hooked
+            began = time.perf_counter()
+            try:
+                return score(step, seen)
+            finally:
+                hooked += time.perf_counter() - began
+
+        return steps, timed_score
+
     context = CompressionContext(needs=compressor.NEEDS, task=spec, tokenizer=kind.tokenizer, seed=opts.seed,
                                  providers=providers, train_config=TrainConfig(**baseline["hyper_parameters"]),
-                                 prefix_cache=prefixes, on_stage=timed_hook if on_stage is not None else None)
+                                 prefix_cache=prefixes, on_stage=timed_hook if on_stage is not None else None,
+                                 learning_curve=recovery_curve if data.dev is not None else None)
     start = time.perf_counter()
     result = as_result(compressor.compress(model, context=context), compressor)
     seconds = time.perf_counter() - start - hooked
@@ -390,8 +406,9 @@ CURVE_EVERY = 0.5  # epochs between the learning curve's dev scores
 
 def _learning_curve(kind: TaskKind, model: torch.nn.Module, data: TaskData, cfg: TrainConfig, n_features: int,
                     opts: RunOptions):
-    """Where the baseline's training is scored on the dev rows (every half epoch and at the end), and the
-    scoring; no steps where the task has no dev rows (spec ``train_from_eval.dev_fraction``)."""
+    """Where a training of ``model`` (the baseline's, or a compressor's recovery) is scored on the dev rows (every
+    half epoch and at the end), and the scoring; no steps where the task has no dev rows (spec
+    ``train_from_eval.dev_fraction``)."""
     if data.dev is None:
         return (), None
     per_epoch, total = step_counts(n_features, cfg)

@@ -95,9 +95,12 @@ def _second_experiment(results: Path) -> Path:
         data["cell"]["train_data"]["selection_sha256"] = "another-selection"
         data["data"]["dev"] = {**data["data"]["eval"], "rows_used": 40, "held_apart": {
             "split": "validation", "group_by": "title", "groups": ["Article_A", "Article_B"], "rows": 40, "seed": 42}}
+        data["baseline"]["cache_key"] = "another-baseline"
         if stem.startswith("baseline"):
             data["baseline"]["training"]["curve"] = curve
-            data["baseline"]["cache_key"] = "another-baseline"
+        else:  # the student's recovery scored the same dev rows, to 72 dev f1 of the teacher's 85
+            data["compressor"]["recovery"]["curve"] = [{**row, "dev_scores": {"accuracy": 55.0 + s, "f1": 57.0 + s}}
+                                                       for row, s in zip(curve, (5, 10, 15), strict=True)]
         name = stem.split("-")[0] + "-v2" + stem.split("-")[1][2:]
         data["predictions_file"] = f"{name}.predictions.jsonl"
         (folder / f"{name}.json").write_text(json.dumps(data))
@@ -131,6 +134,12 @@ def test_experiments_on_one_machine_are_kept_apart_and_a_learning_curve_is_shown
     plot = tmp_path / "out" / "quick" / "mrpc-learning-curve-another-.png"
     assert f"]({plot.relative_to(tmp_path / 'out').as_posix()})" in section
     image = matplotlib.image.imread(plot)
+    assert image.shape[0] > 300 and image.std() > 0.05
+    # the student's recovery curve, against the end of its teacher's
+    recovery = text[text.index("## Recovery learning curves"):text.index("## Definitions")]
+    assert "### mrpc, teacher `another-baseline` (dev f1 85.00 at the end of its training)" in recovery
+    assert "| 1.5 | 480 | 0.067 | 72.00 | 84.7% |" in recovery and recovery.count("| `distill") == 3
+    image = matplotlib.image.imread(tmp_path / "out" / "quick" / "mrpc-recovery-curves-another-.png")
     assert image.shape[0] > 300 and image.std() > 0.05
     # without plots, the table is still there
     write_reports(results.parent / "results", tmp_path / "again", plots=False)

@@ -122,5 +122,12 @@ def test_teacher_outputs_are_computed_once_per_task_and_recorded(tiny_model, dat
     for record in found:
         assert record["compressor"]["recovery"]["steps"] > 0
         assert record["compressor"]["layout"]["kept_layers"] == [0]  # the tiny teacher has 2 layers
+        # recovery scores squad's held-out dev articles every half epoch, as the baseline's training does
+        recovery = record["compressor"]["recovery"]
+        if record["task"]["name"] == "squad":
+            assert [row["epochs"] for row in recovery["curve"]] == [0.5, 1]
+            assert set(recovery["curve"][-1]["dev_scores"]) == {"exact_match", "f1"}
+        else:
+            assert "curve" not in recovery  # sst2 holds no dev rows out
     assert sorted(str(r["compressor"]["changed"]) for r in found) == ["{'alpha': 0.0}"] * 2 + ["{'alpha': 0.9}"] * 2 + [
         "{}"] * 2

@@ -176,7 +176,7 @@ class CompressionContext:
     """What a compressor may use besides the model; only declared needs are reachable."""
 
     def __init__(self, *, needs: frozenset[str], task, tokenizer, seed: int, providers: dict[str, Any],
-                 train_config=None, prefix_cache=None, on_stage=None):
+                 train_config=None, prefix_cache=None, on_stage=None, learning_curve=None):
         self._needs = needs
         self._providers = providers
         self.task = task  # the TaskSpec
@@ -187,12 +187,17 @@ class CompressionContext:
         # called by a pipeline after each stage but the last, as on_stage(stages_done, model); it may raise to stop
         # the cell there (the optimiser checks a prefix on an evaluation slice), or None
         self.on_stage = on_stage
+        # learning_curve(model, n_features, train_config) -> (checkpoint_steps, checkpoint) for
+        # benchsuite.train.fine_tune: where and how recovery training scores the task's dev rows (the same
+        # half-epoch curve as the baseline's); None where the task holds no dev rows out
+        self.learning_curve = learning_curve
 
     def restricted(self, needs: frozenset[str]) -> CompressionContext:
         """The same context, with only ``needs`` reachable (a pipeline stage sees what it declared)."""
         return CompressionContext(needs=frozenset(needs) & self._needs, task=self.task, tokenizer=self.tokenizer,
                                   seed=self.seed, providers=self._providers, train_config=self.train_config,
-                                  prefix_cache=self.prefix_cache, on_stage=self.on_stage)
+                                  prefix_cache=self.prefix_cache, on_stage=self.on_stage,
+                                  learning_curve=self.learning_curve)
 
     def _get(self, need: str):
         if need not in self._needs:

@@ -6,7 +6,8 @@ attention matching terms, where ``hard`` is the task's own loss on the gold labe
 the temperature-softened KL to the teacher's cached outputs (``benchsuite.distillation.loss``).
 ``alpha = 0`` trains on the hard labels alone: the ablation that shows what the teacher bought.
 Epochs and learning rate default to the baseline's, so a recovered model has seen as much data
-as the model it came from.
+as the model it came from. Where the task holds dev rows out (SQuAD), recovery scores them every
+half epoch as the baseline's training does, and the record keeps that curve under ``recovery.curve``.
 """
 
 from __future__ import annotations
@@ -103,9 +104,12 @@ def recover(model: torch.nn.Module, *, context, options: RecoveryConfig, desc: s
                 loss = loss + options.attention_weight * sum(terms) / len(terms)
         return loss
 
+    steps, score_dev = (context.learning_curve(model, len(features), cfg) if context.learning_curve is not None
+                        else ((), None))
     try:
         stats = fine_tune(model, features, cfg=cfg, seed=context.seed, pad_token_id=context.tokenizer.pad_token_id,
-                          desc=desc, loss_fn=loss_fn, after_step=after_step)
+                          desc=desc, loss_fn=loss_fn, after_step=after_step,
+                          checkpoint_steps=steps, checkpoint=score_dev)
     finally:
         for module, implementation in implementations:
             module.set_attn_implementation(implementation)

@@ -1,10 +1,12 @@
-"""Baseline learning curves: the dev scores a baseline's training recorded every half epoch.
+"""Learning curves: the dev scores a baseline's training, and a compressor's recovery, recorded every half epoch.
 
 A task whose spec holds a dev part out of training and evaluation (``train_from_eval.dev_fraction``)
 scores it during the baseline's fine-tuning (:func:`benchsuite.runner.fine_tuned_baseline`); the
 record keeps the rows under ``baseline.training.curve``. Each fine-tuning appears once (records of
 other machines that reused the cached model carry the same curve), as a table and a PNG of the
-primary metric against the training windows seen. Rendered from records only.
+primary metric against the training windows seen. A compressor's recovery training scores the same dev
+rows (``compressor.recovery.curve``): its rows follow, each against the end of its teacher's curve, with a
+plot per teacher. Rendered from records only.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchsuite.records import Record
+from benchsuite.report.cells import options_text
 from benchsuite.report.plots import pyplot, save_figure, slug
 
 
@@ -37,6 +40,59 @@ def curve_section(records: list[Record], out_dir: Path, figures_dir: Path | None
              "run's checkpoint, not a shorter run's result.", ""]
     for record in trained:
         lines += _one(record, out_dir, figures_dir)
+    return lines + _recovery_section(records, trained, out_dir, figures_dir)
+
+
+def recovered_with_curves(records: list[Record]) -> dict[str, list[Record]]:
+    """By teacher (the baseline's cache key): one record per recovery that recorded a curve (the first by path
+    order of each compressor config and seed), in order of their labels."""
+    found: dict[tuple, Record] = {}
+    for record in records:
+        recovery = record.compressor.recovery or {}
+        if record.status == "ok" and record.compressor.name != "baseline" and recovery.get("curve"):
+            found.setdefault((record.baseline.cache_key, record.compressor.config_hash, record.cell.seed), record)
+    by_teacher: dict[str, list[Record]] = {}
+    for (teacher, _, _), record in sorted(found.items(), key=lambda kv: (kv[0][0], _label(kv[1]), kv[0][2])):
+        by_teacher.setdefault(teacher, []).append(record)
+    return by_teacher
+
+
+def _label(record: Record) -> str:
+    options = options_text(record)
+    if record.compressor.stages:  # a pipeline: the chain as --compressors takes it
+        return options
+    return record.compressor.name if options == "-" else f"{record.compressor.name}:{options}"
+
+
+def _recovery_section(records: list[Record], trained: list[Record], out_dir: Path,
+                      figures_dir: Path | None) -> list[str]:
+    teachers = {r.baseline.cache_key: r for r in trained}
+    recovered = {k: v for k, v in recovered_with_curves(records).items() if k in teachers}
+    if not recovered:
+        return []
+    lines = ["## Recovery learning curves", "",
+             "Dev scores during a compressor's recovery training (distillation, pruning, sharing), on the same",
+             "held-out dev rows as its teacher's curve above, every half epoch of the recovery and at its end. The",
+             "last column is the dev score over the teacher's at the end of the teacher's training: where a curve",
+             "still rises at its end, more recovery would help; where it is flat, the method or the data stops it.", ""]
+    for key, students in recovered.items():
+        teacher = teachers[key]
+        metric = teacher.task.primary_metric
+        final = teacher.baseline.training["curve"][-1]["dev_scores"][metric]
+        lines += [f"### {teacher.task.name}, teacher `{key}` (dev {metric} {final:.2f} at the end of its training)",
+                  "", f"| cell | epochs | windows seen | train loss (last 50 steps) | dev {metric} "
+                      "| of the teacher's |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for record in students:
+            for row in record.compressor.recovery["curve"]:
+                score = row["dev_scores"][metric]
+                lines.append(f"| `{_label(record)}` | {row['epochs']:g} | {row['seen']:,} | {row['train_loss']:.3f} | "
+                             f"{score:.2f} | {100 * score / final:.1f}% |")
+        lines.append("")
+        if figures_dir is not None:
+            path = figures_dir / f"{slug(teacher.task.name)}-recovery-curves-{key[:8]}.png"
+            _plot_recovery(teacher, students, path)
+            lines += [f"![{teacher.task.name} recovery curves]({path.relative_to(out_dir).as_posix()})", ""]
     return lines
 
 
@@ -90,6 +146,28 @@ def _plot(record: Record, path: Path) -> Path:
                  f"{record.data.train.rows_used:,} training rows)")
     ax.grid(True, linewidth=0.3, alpha=0.5)
     ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    out = save_figure(fig, path)
+    plt.close(fig)
+    return out
+
+
+def _plot_recovery(teacher: Record, students: list[Record], path: Path) -> Path:
+    plt = pyplot()
+    metric = teacher.task.primary_metric
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    curve = teacher.baseline.training["curve"]
+    ax.plot([row["epochs"] for row in curve], [row["dev_scores"][metric] for row in curve], marker="o",
+            color="#000000", linewidth=1.6, label="teacher (baseline fine-tuning)")
+    for record in students:
+        rows = record.compressor.recovery["curve"]
+        ax.plot([row["epochs"] for row in rows], [row["dev_scores"][metric] for row in rows], marker=".",
+                linewidth=1.0, label=_label(record)[:70])
+    ax.set_xlabel("epochs of training")
+    ax.set_ylabel(f"dev {metric} (0-100)")
+    ax.set_title(f"{teacher.task.name}: recovery against its teacher ({teacher.model.name.split('/')[-1]})")
+    ax.grid(True, linewidth=0.3, alpha=0.5)
+    ax.legend(loc="lower right", fontsize=6)
     fig.tight_layout()
     out = save_figure(fig, path)
     plt.close(fig)
