@@ -76,9 +76,7 @@ class Cell:
 
     @property
     def label(self) -> str:
-        if self.family == "pipeline":  # its config is the whole chain, as --compressors takes it
-            return self.config
-        return self.compressor if self.config == "-" else f"{self.compressor}:{self.config}"
+        return label(self.compressor, self.config, pipeline=self.family == "pipeline")
 
     @property
     def is_baseline(self) -> bool:
@@ -90,6 +88,17 @@ class Cell:
 
 
 COLUMNS = tuple(f.name for f in fields(Cell))
+
+
+def label(compressor: str, config: str, *, pipeline: bool) -> str:
+    """A cell's name as ``--compressors`` takes it: ``config`` is :func:`options_text`'s."""
+    if pipeline:  # its config is the whole chain
+        return config
+    return compressor if config == "-" else f"{compressor}:{config}"
+
+
+def record_label(record: Record) -> str:
+    return label(record.compressor.name, options_text(record), pipeline=bool(record.compressor.stages))
 
 
 def options_text(record: Record) -> str:

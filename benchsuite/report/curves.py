@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchsuite.records import Record
-from benchsuite.report.cells import options_text
+from benchsuite.report.cells import record_label
 from benchsuite.report.plots import pyplot, save_figure, slug
 
 
@@ -52,16 +52,9 @@ def recovered_with_curves(records: list[Record]) -> dict[str, list[Record]]:
         if record.status == "ok" and record.compressor.name != "baseline" and recovery.get("curve"):
             found.setdefault((record.baseline.cache_key, record.compressor.config_hash, record.cell.seed), record)
     by_teacher: dict[str, list[Record]] = {}
-    for (teacher, _, _), record in sorted(found.items(), key=lambda kv: (kv[0][0], _label(kv[1]), kv[0][2])):
+    for (teacher, _, _), record in sorted(found.items(), key=lambda kv: (kv[0][0], record_label(kv[1]), kv[0][2])):
         by_teacher.setdefault(teacher, []).append(record)
     return by_teacher
-
-
-def _label(record: Record) -> str:
-    options = options_text(record)
-    if record.compressor.stages:  # a pipeline: the chain as --compressors takes it
-        return options
-    return record.compressor.name if options == "-" else f"{record.compressor.name}:{options}"
 
 
 def _recovery_section(records: list[Record], trained: list[Record], out_dir: Path,
@@ -84,9 +77,10 @@ def _recovery_section(records: list[Record], trained: list[Record], out_dir: Pat
                       "| of the teacher's |",
                   "|---|---:|---:|---:|---:|---:|"]
         for record in students:
+            name = record_label(record)
             for row in record.compressor.recovery["curve"]:
                 score = row["dev_scores"][metric]
-                lines.append(f"| `{_label(record)}` | {row['epochs']:g} | {row['seen']:,} | {row['train_loss']:.3f} | "
+                lines.append(f"| `{name}` | {row['epochs']:g} | {row['seen']:,} | {row['train_loss']:.3f} | "
                              f"{score:.2f} | {100 * score / final:.1f}% |")
         lines.append("")
         if figures_dir is not None:
@@ -144,12 +138,7 @@ def _plot(record: Record, path: Path) -> Path:
     ax.set_ylabel("score (0-100)")
     ax.set_title(f"{record.task.name} baseline learning curve ({record.model.name.split('/')[-1]}, "
                  f"{record.data.train.rows_used:,} training rows)")
-    ax.grid(True, linewidth=0.3, alpha=0.5)
-    ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    out = save_figure(fig, path)
-    plt.close(fig)
-    return out
+    return _finish(plt, fig, ax, path, legend_size=7)
 
 
 def _plot_recovery(teacher: Record, students: list[Record], path: Path) -> Path:
@@ -162,12 +151,17 @@ def _plot_recovery(teacher: Record, students: list[Record], path: Path) -> Path:
     for record in students:
         rows = record.compressor.recovery["curve"]
         ax.plot([row["epochs"] for row in rows], [row["dev_scores"][metric] for row in rows], marker=".",
-                linewidth=1.0, label=_label(record)[:70])
+                linewidth=1.0, label=record_label(record)[:70])
     ax.set_xlabel("epochs of training")
     ax.set_ylabel(f"dev {metric} (0-100)")
     ax.set_title(f"{teacher.task.name}: recovery against its teacher ({teacher.model.name.split('/')[-1]})")
+    return _finish(plt, fig, ax, path, legend_size=6)
+
+
+def _finish(plt, fig, ax, path: Path, *, legend_size: int) -> Path:
+    """Grid, legend, save and close: the end every curve plot shares."""
     ax.grid(True, linewidth=0.3, alpha=0.5)
-    ax.legend(loc="lower right", fontsize=6)
+    ax.legend(loc="lower right", fontsize=legend_size)
     fig.tight_layout()
     out = save_figure(fig, path)
     plt.close(fig)
