@@ -52,6 +52,29 @@ def test_upgrade_withdraws_a_fraction_above_one_of_the_right_kind():
     assert "above 1" in record.measurements.efficiency["note"]
 
 
+def test_the_report_holds_every_record_against_the_best_peak_its_machine_measured():
+    """A peak measured while the cores were busy reads low; the records taken with it would read too high."""
+    from benchsuite.report.markdown import best_peaks, fraction_of_peak  # noqa: PLC0415
+
+    def fp32_record(peak: float, achieved: float) -> Record:
+        data = upgrade(schema1())
+        data["measurements"]["efficiency"] = {"peak_kind": "fp32", "peak_gflops": peak, "achieved_gflops": achieved,
+                                              "fraction_of_peak": achieved / peak,
+                                              "matmul_peak": {"fp32_gflops": peak, "int8_gops": 4 * peak}}
+        return Record.from_json(data)
+
+    busy, idle = fp32_record(peak=60.0, achieved=50.0), fp32_record(peak=200.0, achieved=150.0)
+    withdrawn = upgrade(schema1())  # bf16 held against the fp32 peak (214): that peak_gflops is not bf16's
+    withdrawn["measurements"]["efficiency"]["matmul_peak"] = {}
+    withdrawn = Record.from_json(withdrawn)
+    best = best_peaks([busy, idle, withdrawn])
+    assert best == {"fp32": 200.0, "int8": 800.0}
+    assert fraction_of_peak(busy.measurements.efficiency, best) == pytest.approx(0.25)  # its own figure read 0.83
+    assert fraction_of_peak(idle.measurements.efficiency, best) == pytest.approx(0.75)
+    assert fraction_of_peak(withdrawn.measurements.efficiency, best) is None  # no bf16 peak measured
+    assert fraction_of_peak({"peak_kind": "fp32", "achieved_gflops": 250.0}, best) is None  # never above 1
+
+
 def test_upgrade_derives_the_verdict_again_with_the_noise_rule():
     old = schema1()
     assert Record.from_json(upgrade(old)).measurements.speedup_realised == "faster"

@@ -36,8 +36,8 @@ that file gzip-compressed, *smaller* the baseline's file size over this one; *pe
 memory (MiB) of a fresh process that loads that file and runs the evaluation inputs. *samples/s* is throughput
 at batch 32 on real evaluation batches; *speedup b32* is baseline time over this model's time at batch 32 and
 *speedup b1* the same at batch 1, each measured interleaved in one process, median [interquartile range];
-*latency p50 ms* is at batch 1; *% of peak* is the achieved (FL)OP/s at batch 32 over this machine's measured
-matmul peak for the arithmetic the model runs (fp32, bf16, fp16 or int8; an int8 model's attention stays
+*latency p50 ms* is at batch 1; *% of peak* is the achieved (FL)OP/s at batch 32 over the best matmul peak
+measured on this machine (in any of the table's records) for the arithmetic the model runs (fp32, bf16, fp16 or int8; an int8 model's attention stays
 fp32). *Speed verdict*: faster/slower only when the whole IQR clears 1 +- 0.05, and *noisy: re-measure* when
 the timings show the machine was busy. *FLOPs* is the counted operations of the batch-32 pass over the
 baseline's. Speed and memory are compared only within one machine (CPU model, vector extensions, threads).
@@ -149,8 +149,12 @@ def render(preset: str, records: list[tuple[Record, str]], cells: list[Cell], pl
     for record, _ in records:
         if record.status == "ok":
             ok_by_task[record.task.name].append(record)
+    machines: dict[str, list[Record]] = defaultdict(list)
+    for record in (r for rs in ok_by_task.values() for r in rs):
+        machines[record.cell.machine.label()].append(record)
+    peaks = {label: best_peaks(rs) for label, rs in machines.items()}
     for task in sorted({r.task.name for r, _ in records}):
-        lines += _task_section(task, ok_by_task.get(task, []), by_key)
+        lines += _task_section(task, ok_by_task.get(task, []), by_key, peaks)
     failed = sorted(((r, p) for r, p in records if r.status != "ok"), key=lambda x: x[1])
     if failed:
         lines += ["## Failed cells", "", "| task | model | compressor | error | record |", "|---|---|---|---|---|"]
@@ -161,22 +165,47 @@ def render(preset: str, records: list[tuple[Record, str]], cells: list[Cell], pl
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _machine_line(records: list[Record]) -> str:
-    """Where a table's figures were measured: CPU, threads, torch, and the machine's matmul peaks."""
+def _machine_line(records: list[Record], best: dict[str, float]) -> str:
+    """Where a table's figures were measured: CPU, threads, torch, and the matmul peaks its % of peak uses."""
     r = records[0]
     torch_versions = sorted({x.provenance.packages.get("torch") or "?" for x in records})
-    peaks = sorted({_peaks(x.measurements.efficiency) for x in records if x.measurements.efficiency} - {""})
-    peak_text = f"; matmul peak {' / '.join(peaks)}" if peaks else ""
+    peak_text = ""
+    if best:
+        rates = ", ".join(f"{kind} {_rate(best[kind])}" for kind in PEAK_FIELDS if kind in best)
+        peak_text = (f"; % of peak is held against the best matmul peak any record of this machine measured "
+                     f"({rates} G(FL)OP/s), not each record's own, which a busy core may have lowered")
     return (f"Measured on {r.cell.machine.label()} ({r.provenance.machine.logical_cpus} logical CPUs, "
             f"torch {', '.join(torch_versions)}){peak_text}.")
 
 
-def _peaks(efficiency: dict[str, Any]) -> str:
-    peak = efficiency.get("matmul_peak") or {}
-    parts = [f"{kind} {_rate(peak[field])}" for kind, field in (("fp32", "fp32_gflops"), ("bf16", "bf16_gflops"),
-                                                              ("fp16", "fp16_gflops"), ("int8", "int8_gops"))
-             if peak.get(field)]
-    return ", ".join(parts) + " G(FL)OP/s" if parts else ""
+# The matmul peak of each compute type, as the records' ``efficiency.matmul_peak`` names it.
+PEAK_FIELDS = {"fp32": "fp32_gflops", "bf16": "bf16_gflops", "fp16": "fp16_gflops", "int8": "int8_gops"}
+
+
+def best_peaks(records: list[Record]) -> dict[str, float]:
+    """The highest matmul peak of each compute type in these records (give one machine's). A peak is a best case:
+    one taken while other work shared the cores reads low, so the highest measured is the truest."""
+    best: dict[str, float] = {}
+    for record in records:
+        efficiency = record.measurements.efficiency or {}
+        measured = {kind: (efficiency.get("matmul_peak") or {}).get(field) for kind, field in PEAK_FIELDS.items()}
+        own = efficiency.get("peak_kind", "fp32")
+        if efficiency.get("fraction_of_peak") is not None:  # its own peak was of its kind (schema 1 kept only it)
+            measured[own] = measured.get(own) or efficiency.get("peak_gflops")
+        for kind, value in measured.items():
+            if value:
+                best[kind] = max(best.get(kind, 0.0), float(value))
+    return best
+
+
+def fraction_of_peak(efficiency: dict[str, Any], best: dict[str, float]) -> float | None:
+    """Achieved (FL)OP/s over the machine's best peak for the arithmetic the model runs; None where either is
+    missing, and where it would exceed 1 (a figure that cannot be true is not shown)."""
+    achieved, kind = efficiency.get("achieved_gflops"), efficiency.get("peak_kind", "fp32")
+    if not achieved or not best.get(kind):
+        return None
+    fraction = achieved / best[kind]
+    return fraction if fraction <= 1 else None
 
 
 def _rate(gflops: float) -> str:
@@ -184,7 +213,9 @@ def _rate(gflops: float) -> str:
     return f"{gflops:.0f}" if gflops >= 10 else f"{gflops:.2g}"
 
 
-def _task_section(task: str, ok: list[Record], by_key: dict[str, Cell]) -> list[str]:
+def _task_section(task: str, ok: list[Record], by_key: dict[str, Cell],
+                  peaks: dict[str, dict[str, float]]) -> list[str]:
+    """``peaks``: each machine's best matmul peaks (:func:`best_peaks`), by machine label."""
     if not ok:
         return [f"## {task}", "", "No successful cells.", ""]
     lines = [f"## {task}", "", f"Primary metric: **{ok[0].task.primary_metric}**. Published reference: "
@@ -197,9 +228,10 @@ def _task_section(task: str, ok: list[Record], by_key: dict[str, Cell]) -> list[
         records = sorted(by_machine[(label, experiment)], key=lambda r: (r.model.name, r.compressor.name != "baseline",
                                                                          by_key[r.key].label, r.key))
         title = f"{task}: {label}" + (f", {experiment}" if label in several else "")
-        lines += [f"### {title}", "", _machine_line(records), "", "Scores:", "",
+        lines += [f"### {title}", "", _machine_line(records, peaks[label]), "", "Scores:", "",
                   _table([_score_row(r, by_key[r.key]) for r in records]), "", "Size, memory and speed:", "",
-                  _table([_measure_row(r, by_key[r.key], _baseline_flops(r, records)) for r in records]), ""]
+                  _table([_measure_row(r, by_key[r.key], _baseline_flops(r, records), peaks[label])
+                          for r in records]), ""]
     notes = sorted({n for r in ok for n in r.notes})
     lines += [f"- {note}" for note in notes]
     if notes:
@@ -231,10 +263,10 @@ def _score_row(record: Record, cell: Cell) -> dict[str, Any]:
     }
 
 
-def _measure_row(record: Record, cell: Cell, base_flops: float | None) -> dict[str, Any]:
+def _measure_row(record: Record, cell: Cell, base_flops: float | None, best: dict[str, float]) -> dict[str, Any]:
     m = record.measurements
     efficiency = m.efficiency or {}
-    flops, fraction = efficiency.get("flops_per_throughput_pass"), efficiency.get("fraction_of_peak")
+    flops, fraction = efficiency.get("flops_per_throughput_pass"), fraction_of_peak(efficiency, best)
     return {
         "cell": _name(record, cell),
         "params": f"{cell.params / 1e6:.2f}M" if cell.params else "n/a",
