@@ -37,11 +37,11 @@ memory (MiB) of a fresh process that loads that file and runs the evaluation inp
 at batch 32 on real evaluation batches; *speedup b32* is baseline time over this model's time at batch 32 and
 *speedup b1* the same at batch 1, each measured interleaved in one process, median [interquartile range];
 *latency p50 ms* is at batch 1; *% of peak* is the achieved (FL)OP/s at batch 32 over the best matmul peak
-measured on this machine (in any of the table's records) for the arithmetic the model runs (fp32, bf16, fp16 or int8; an int8 model's attention stays
-fp32). *Speed verdict*: faster/slower only when the whole IQR clears 1 +- 0.05, and *noisy: re-measure* when
-the timings show the machine was busy. *FLOPs* is the counted operations of the batch-32 pass over the
-baseline's. Speed and memory are compared only within one machine (CPU model, vector extensions, threads).
-Each record's `method` fields say exactly how its figures were measured."""
+any record of this machine measured for the arithmetic the model runs (fp32, bf16, fp16 or int8; an int8
+model's attention stays fp32). *Speed verdict*: faster/slower only when the whole IQR clears 1 +- 0.05, and
+*noisy: re-measure* when the timings show the machine was busy. *FLOPs* is the counted operations of the
+batch-32 pass over the baseline's. Speed and memory are compared only within one machine (CPU model, vector
+extensions, threads). Each record's `method` fields say exactly how its figures were measured."""
 
 
 def _num(value: float | None, digits: int = 2) -> str:
