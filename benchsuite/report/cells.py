@@ -208,7 +208,8 @@ def _cell(record: Record, path: str, base: tuple[Record, str] | None, prediction
     if floor_stat is not None and set(floor_stat.keys) == set(stat.keys):
         floor_score = floor_stat.point()
         above = bootstrap.difference_interval(stat, floor_stat)
-        floor_verdict = "above the floor" if above is not None and above.low > 0 else AT_FLOOR
+        if above is not None:  # no verdict where the paired interval is undefined
+            floor_verdict = "above the floor" if above.low > 0 else AT_FLOOR
     base_size = (base_record.measurements.disk or {}).get("size_bytes") if base_record else None
     throughput = speed["speedup_throughput"] if speed else None
     cell = Cell(
