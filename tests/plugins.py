@@ -178,12 +178,30 @@ class OwnTokenizer(Compressor):
         return CompressionResult(model, tokenizer=copy.deepcopy(context.tokenizer))
 
 
+@dataclass(frozen=True)
+class CountConfig(CompressorConfig):
+    count: int = 1
+
+
+class CountsCalibration(Compressor):
+    """Asks for ``count`` calibration inputs and records how many it was given (the runner must not cut them)."""
+
+    name = "counts_calibration"
+    config_class = CountConfig
+    NEEDS = frozenset({"calibration_data"})
+
+    def compress(self, model, *, context):
+        given = context.calibration_examples(self.config.count, option="count")
+        return CompressionResult(model, layout={"calibration_inputs": len(given)})
+
+
 # name -> entry-point value, registered by the ``plugins`` fixture and by ``tests.plugin_cli``
 PLUGINS = {"raising": "tests.plugins:Raising", "zero_half": "tests.plugins:ZeroHalf",
            "greedy": "tests.plugins:Greedy", "sleepy": "tests.plugins:Sleepy", "slow": "tests.plugins:Slow",
            "stale_save": "tests.plugins:StaleSave", "half_saves_float": "tests.plugins:HalfSavesFloat",
            "double_save": "tests.plugins:DoubleSave", "unseeded": "tests.plugins:Unseeded",
-           "stateful": "tests.plugins:Stateful", "own_tokenizer": "tests.plugins:OwnTokenizer"}
+           "stateful": "tests.plugins:Stateful", "own_tokenizer": "tests.plugins:OwnTokenizer",
+           "counts_calibration": "tests.plugins:CountsCalibration"}
 
 
 def register(registry_module) -> None:

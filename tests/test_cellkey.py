@@ -45,10 +45,27 @@ def test_each_part_changes_the_key(part):
     assert changed.file_stem() != KEY.file_stem()
 
 
-@pytest.mark.parametrize("part", ["cpu", "torch_threads"])
+MACHINE_CHANGES = {"cpu": "Intel Xeon", "cpu_vector_flags": ("avx2",), "torch_threads": 1}
+DATA_CHANGES = {"split": "test", "fingerprint": "9" * 64, "selection_sha256": "9" * 16, "rows_used": 99}
+
+
+def test_every_machine_and_data_part_is_tested_here():
+    assert set(MACHINE_CHANGES) == {f.name for f in dataclasses.fields(MachineKey)}
+    assert set(DATA_CHANGES) == {f.name for f in dataclasses.fields(DataKey)}
+
+
+@pytest.mark.parametrize("part", sorted(MACHINE_CHANGES))
 def test_each_machine_part_changes_the_key(part):
-    machine = dataclasses.replace(KEY.machine, **{part: {"cpu": "Intel Xeon", "torch_threads": 1}[part]})
+    machine = dataclasses.replace(KEY.machine, **{part: MACHINE_CHANGES[part]})
     assert dataclasses.replace(KEY, machine=machine).digest() != KEY.digest()
+
+
+@pytest.mark.parametrize("split", ["train_data", "eval_data"])
+@pytest.mark.parametrize("part", sorted(DATA_CHANGES))
+def test_each_data_part_of_either_split_changes_the_key(split, part):
+    """The source file's content (fingerprint), the split, the rows chosen and how many: each alone."""
+    data = dataclasses.replace(getattr(KEY, split), **{part: DATA_CHANGES[part]})
+    assert dataclasses.replace(KEY, **{split: data}).digest() != KEY.digest()
 
 
 def test_key_round_trips_and_is_stable():
@@ -127,6 +144,9 @@ def test_another_machine_is_a_new_cell(parts, monkeypatch):
     before = key_of(parts)
     monkeypatch.setattr(runner, "cpu_model", lambda: "Some Other CPU")
     assert key_of(parts).digest() != before.digest()
+    monkeypatch.undo()
+    monkeypatch.setattr(runner, "cpu_vector_flags", lambda: ["avx2", "avx512_vnni", "fma", "not-this-cpu"])
+    assert key_of(parts).digest() != before.digest()  # the same CPU name with other vector extensions
     monkeypatch.undo()
     threads = torch.get_num_threads()
     try:

@@ -1,5 +1,6 @@
 """Schema-2 records: typed sections, the schema-1 upgrader, and the committed results they describe."""
 
+import csv
 import json
 import shutil
 import subprocess
@@ -10,8 +11,10 @@ import pytest
 
 from benchsuite.cellkey import key_of_record_json
 from benchsuite.measure.speed import NOISY
+from benchsuite.metrics.seqeval import ENTITY_MODE_NOTE
 from benchsuite.records import SCHEMA_VERSION, Record, read_record, record_files, upgrade, upgrade_files
 from benchsuite.report import write_reports
+from benchsuite.tasks import load_task
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
@@ -194,15 +197,26 @@ def test_every_committed_record_names_a_clean_commit_of_this_history():
         assert ancestor.returncode == 0, f"{path}: commit {git['commit']} is not in this history"
 
 
-def test_no_committed_efficiency_or_report_figure_is_above_one(tmp_path):
-    for path, data in committed():
+def test_the_report_renders_every_committed_record_and_no_efficiency_above_one(tmp_path):
+    found = committed()
+    for path, data in found:
         fraction = ((data.get("measurements") or {}).get("efficiency") or {}).get("fraction_of_peak")
         assert fraction is None or 0 < fraction <= 1, path
-    for report in write_reports(RESULTS, tmp_path, plots=False):
-        if report.suffix != ".md":
-            continue
-        for line in report.read_text().splitlines():
+    written = write_reports(RESULTS, tmp_path, plots=False)
+    markdown = {p.stem: p.read_text() for p in written if p.suffix == ".md" and p.parent == tmp_path}
+    for name, text in markdown.items():
+        for line in text.splitlines():
             for cell in line.split("|"):
                 cell = cell.strip()
                 if cell.endswith(("(fp32)", "(int8)", "(bf16)", "(fp16)")):
-                    assert int(cell.split()[0]) <= 100, f"{report.name}: {line}"
+                    assert int(cell.split()[0]) <= 100, f"{name}: {line}"
+    # every successful record is a row of summary.csv, and every failed one is listed in its preset's report
+    with (tmp_path / "summary.csv").open() as f:
+        rows = {(row["preset"], row["key"]) for row in csv.DictReader(f)}
+    for path, data in found:
+        if data["status"] == "ok":
+            assert (data["preset"], data["key"]) in rows, path
+        else:
+            assert str(path.relative_to(RESULTS)) in markdown[data["preset"]], path
+    # the NER scores say which seqeval mode counted them (an I- tag without a B- starts an entity)
+    assert ENTITY_MODE_NOTE in markdown["quick"] and "non-strict" in load_task("conll2003").description

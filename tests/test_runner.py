@@ -112,6 +112,20 @@ def test_row_limits_name_their_own_preset(tiny_model, data_env, tmp_path):
     assert (record["data"]["train"]["rows_used"], record["data"]["eval"]["rows_used"]) == (20, 10)
 
 
+def test_a_compressor_gets_every_calibration_input_it_asks_for_or_a_clear_refusal(tiny_model, data_env, tmp_path,
+                                                                                   plugins):
+    """The runner once cut calibration data to 256 inputs before a compressor's own count applied."""
+    results = tmp_path / "results"
+    assert main(["run", "--preset", "quick", "--max-train", "300", "--max-eval", "16", "--tasks", "sst2",
+                 "--model", str(tiny_model), "--results-dir", str(results), "--cache-dir", str(tmp_path / "cache"),
+                 "--compressors", "counts_calibration:count=300,counts_calibration:count=301"]) == 1
+    found = {r["compressor"]["config"]["params"]["count"]: r for r in records(results).values()
+             if r["compressor"]["name"] == "counts_calibration"}
+    assert found[300]["status"] == "ok" and found[300]["compressor"]["layout"] == {"calibration_inputs": 300}
+    assert found[301]["status"] == "failed"
+    assert "count" in found[301]["error"]["message"] and "300" in found[301]["error"]["message"]
+
+
 def test_teacher_outputs_are_computed_once_per_task_and_recorded(tiny_model, data_env, tmp_path):
     results, cache = tmp_path / "results", tmp_path / "cache"
     assert run(tiny_model, results, cache, "--tasks", "sst2,squad", "--threads", "1",
