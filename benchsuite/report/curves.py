@@ -45,14 +45,15 @@ def curve_section(records: list[Record], out_dir: Path, figures_dir: Path | None
 
 def recovered_with_curves(records: list[Record]) -> dict[str, list[Record]]:
     """By teacher (the baseline's cache key): one record per recovery that recorded a curve (the first by path
-    order of each compressor config and seed), in order of their labels."""
+    order of each compressor, config and seed), in order of their labels."""
     found: dict[tuple, Record] = {}
     for record in records:
         recovery = record.compressor.recovery or {}
         if record.status == "ok" and record.compressor.name != "baseline" and recovery.get("curve"):
-            found.setdefault((record.baseline.cache_key, record.compressor.config_hash, record.cell.seed), record)
+            found.setdefault((record.baseline.cache_key, record.compressor.name, record.compressor.config_hash,
+                              record.cell.seed), record)  # one config class may serve two names (fp16, bf16)
     by_teacher: dict[str, list[Record]] = {}
-    for (teacher, _, _), record in sorted(found.items(), key=lambda kv: (kv[0][0], record_label(kv[1]), kv[0][2])):
+    for (teacher, *_), record in sorted(found.items(), key=lambda kv: (kv[0][0], record_label(kv[1]), kv[0][3])):
         by_teacher.setdefault(teacher, []).append(record)
     return by_teacher
 
