@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -10,6 +11,7 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
+from benchsuite.cellkey import CellKey
 from benchsuite.report import write_reports
 from benchsuite.report.cells import COLUMNS, Cell
 from benchsuite.report.frontier import best_of_families, frontier
@@ -121,6 +123,8 @@ def test_experiments_on_one_machine_are_kept_apart_and_a_learning_curve_is_shown
     text = (tmp_path / "out" / "quick.md").read_text()
     # the newest experiment comes first, each with its frontier; the older one's plot is named by its digest
     assert text.index(f"Experiment: {newest}.") < text.index(f"Experiment: {older}.")
+    machine = frame["machine"].iloc[0]  # the two answer-first headings name their experiments, to tell them apart
+    assert f"### mrpc: {machine}, {newest}\n" in text and f"### mrpc: {machine}, {older}\n" in text
     pngs = sorted(p.name for p in written if p.suffix == ".png")
     digest = older.rsplit("[", 1)[1].rstrip("]")
     assert pngs == sorted(["mrpc-all-minilm-l6-v2-amd-epyc-avx2-without-vnni-1-thread.png",
@@ -144,6 +148,36 @@ def test_experiments_on_one_machine_are_kept_apart_and_a_learning_curve_is_shown
     # without plots, the table is still there
     write_reports(results.parent / "results", tmp_path / "again", plots=False)
     assert "| 0.5 | 160 |" in (tmp_path / "again" / "quick.md").read_text()
+
+
+def test_two_machines_are_never_compared_nor_drawn_together(results, tmp_path):
+    """Every cell again, as measured on another CPU, slower: each machine has its own baseline, sections, plots."""
+    folder = results / "quick" / "mrpc" / "all-MiniLM-L6-v2"
+    for stem in CELLS:
+        data = json.loads((folder / f"{stem}.json").read_text())
+        data["cell"]["machine"]["cpu"] = "Other CPU"
+        data["key"] = CellKey.from_json(data["cell"]).digest()
+        speed = (data["measurements"] or {}).get("speed")
+        if speed:
+            speed["throughput"]["samples_per_s"] = speed["throughput"]["samples_per_s"] / 2
+        name = f"{data['compressor']['name']}-{data['key']}"
+        data["predictions_file"] = f"{name}.predictions.jsonl"
+        (folder / f"{name}.json").write_text(json.dumps(data))
+        shutil.copy(folder / f"{stem}.predictions.jsonl", folder / data["predictions_file"])
+    written = write_reports(results, tmp_path / "out")
+    frame = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert sorted(frame.machine.str.split(",").str[0].unique()) == ["AMD EPYC", "Other CPU"]
+    for machine, rows in frame.groupby("machine"):
+        base = rows[rows.compressor == "baseline"]
+        assert len(base) == 1 and (rows.baseline_score == base.score.iloc[0]).all(), machine
+        if machine.startswith("Other CPU"):
+            assert base.samples_per_s.iloc[0] == pytest.approx(frame[frame.machine != machine].pipe(
+                lambda f: f[f.compressor == "baseline"].samples_per_s.iloc[0]) / 2, rel=1e-3)
+    text = (tmp_path / "out" / "quick.md").read_text()
+    for machine in frame.machine.unique():
+        assert text.count(f"### mrpc: {machine}\n") == 2, machine  # its answer first, then its own tables
+    pngs = [p.name for p in written if p.suffix == ".png"]
+    assert len(pngs) == 4 and sum("other-cpu" in name for name in pngs) == 2  # a task plot and an overview each
 
 
 def test_predictions_that_do_not_give_the_recorded_score_get_no_interval(results, tmp_path, caplog):
@@ -193,6 +227,16 @@ def test_a_cell_at_the_floor_is_never_on_the_frontier_nor_a_familys_best_if_anot
     lossy = _cell("lossy", 80.0, 1.2, 40, family="p")
     high_but_useless = _cell("useless", 94.0, 5.0, 10, family="p", floor="at the floor")
     assert best_of_families([lossy, high_but_useless])["p"].compressor == "lossy"
+
+
+def test_a_plots_frontier_line_leaves_out_a_cell_at_the_floor():
+    from benchsuite.report.plots import frontier_points  # noqa: PLC0415
+
+    cells = [dataclasses.replace(_cell("fast", 95.0, 3.0, 20), score=80.0),
+             dataclasses.replace(_cell("slow", 99.0, 1.0, 90), score=84.0),
+             dataclasses.replace(_cell("fastest", 94.0, 5.0, 20, floor="at the floor"), score=81.0)]
+    line = frontier_points(cells, lambda c: c.speedup, larger_x_better=True)
+    assert line == [(1.0, 84.0), (3.0, 80.0)]  # "fastest" would be on it, were it above the floor
 
 
 def test_the_report_gives_the_floor_and_marks_a_model_at_it(results, tmp_path):

@@ -9,7 +9,7 @@ paired retention interval) and size, memory and speed. It renders from records a
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -102,9 +102,13 @@ def answer_first(cells: list[Cell], plots: dict[tuple, Path], out_dir: Path) -> 
              "speedup and size on disk at once; then **each family's best**, its fastest configuration that keeps",
              f"at least {KEEP:g}% of the baseline (or whose loss is within noise), or its highest retention when none",
              "does. Verdicts and intervals are defined under *Definitions* below.", ""]
-    for (_, task, model, machine, experiment), members in groups(cells).items():
+    grouped = groups(cells)
+    experiments = Counter((task, model, machine) for _, task, model, machine, _ in grouped)
+    for (_, task, model, machine, experiment), members in grouped.items():
         base = next((c for c in members if c.is_baseline), None)
-        lines += [f"### {task}: {machine}", "", f"Experiment: {experiment}.", ""]
+        several = experiments[(task, model, machine)] > 1  # then the heading names the experiment, to tell them apart
+        lines += [f"### {task}: {machine}" + (f", {experiment}" if several else ""), "",
+                  f"Experiment: {experiment}.", ""]
         if base is None:
             lines += ["No baseline on this machine: retention, compression and speedup are not defined.", ""]
             continue

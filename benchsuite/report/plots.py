@@ -2,7 +2,8 @@
 
 Each point is a cell, coloured by family and labelled by its compressor config; the baseline is
 a black star; error bars are the score's bootstrap interval (vertical) and the speedup's
-interquartile range (horizontal); the line is the frontier of that plot's two figures; the dotted
+interquartile range (horizontal); the line is the frontier of that plot's two figures over the cells
+above the floor; the dotted
 line is the task's floor (an input-ignoring predictor's score) and a hollow point a cell at it. Speed
 is never mixed across machines: each machine gets its own figures. Output is deterministic
 (no timestamps in the files), so regenerating gives identical bytes.
@@ -56,9 +57,15 @@ def _frontier_line(points: list[tuple[float, float]], *, larger_x_better: bool) 
     return sorted(line)
 
 
+def frontier_points(cells: list[Cell], x_of, *, larger_x_better: bool) -> list[tuple[float, float]]:
+    """The line a plot draws: the frontier of (x, score) over the cells above the floor (a cell no better than a
+    constant predictor is on no frontier, as in the report's tables)."""
+    points = [(x_of(c), c.score) for c in cells if not c.at_floor and c.score is not None and x_of(c) is not None]
+    return _frontier_line(points, larger_x_better=larger_x_better)
+
+
 def _scatter(ax, cells: list[Cell], x_of, xerr_of, *, xlabel: str, larger_x_better: bool, families: list[str]):
     """One point per cell, numbered as in the figure's key (numbers stay legible where configs crowd)."""
-    points = []
     for number, cell in enumerate(cells, start=1):
         x = x_of(cell)
         if x is None or cell.score is None:
@@ -72,11 +79,10 @@ def _scatter(ax, cells: list[Cell], x_of, xerr_of, *, xlabel: str, larger_x_bett
                     capsize=2, alpha=0.9, zorder=3, markerfacecolor="none" if cell.at_floor else colour)
         ax.annotate(str(number), (x, cell.score), xytext=(3, 3 if number % 2 else -8), textcoords="offset points",
                     fontsize=7, color=colour, zorder=4)
-        points.append((x, cell.score))
     floors = {c.floor_score for c in cells if c.floor_score is not None}
     if len(floors) == 1:
         ax.axhline(floors.pop(), color="#555555", linewidth=0.8, linestyle=":", zorder=1)
-    line = _frontier_line(points, larger_x_better=larger_x_better)
+    line = frontier_points(cells, x_of, larger_x_better=larger_x_better)
     if len(line) > 1:
         ax.step([p[0] for p in line], [p[1] for p in line], where="post" if not larger_x_better else "pre",
                 color="#999999", linewidth=1, linestyle="--", zorder=2, label="frontier")
