@@ -187,7 +187,7 @@ PEAK_FIELDS = {"fp32": "fp32_gflops", "bf16": "bf16_gflops", "fp16": "fp16_gflop
 
 
 def best_peaks(records: list[Record]) -> dict[str, float]:
-    """The highest matmul peak of each compute type in these records (give one machine's). A peak is a best case:
+    """The highest matmul peak of each compute type in these records (pass one machine's). A peak is a best case:
     one taken while other work shared the cores reads low, so the highest measured is the truest."""
     best: dict[str, float] = {}
     for record in records:

@@ -3,10 +3,9 @@
 Each point is a cell, coloured by family and labelled by its compressor config; the baseline is
 a black star; error bars are the score's bootstrap interval (vertical) and the speedup's
 interquartile range (horizontal); the line is the frontier of that plot's two figures over the cells
-above the floor; the dotted
-line is the task's floor (an input-ignoring predictor's score) and a hollow point a cell at it. Speed
-is never mixed across machines: each machine gets its own figures. Output is deterministic
-(no timestamps in the files), so regenerating gives identical bytes.
+above the floor; the dotted line is the task's floor (an input-ignoring predictor's score) and a
+hollow point a cell at it. Speed is never mixed across machines: each machine gets its own figures.
+Output is deterministic (no timestamps in the files), so regenerating gives identical bytes.
 """
 
 from __future__ import annotations
