@@ -130,6 +130,8 @@ def test_another_data_budget_or_seed_is_a_new_cell(parts):
 def test_another_config_or_compressor_is_a_new_cell(parts):
     assert key_of(parts, compressor=build_compressor("fp16")).digest() != \
         key_of(parts, compressor=build_compressor("bf16")).digest()  # one config class, one config hash
+    assert key_of(parts, compressor=build_compressor("weight_only_int4")).digest() != \
+        key_of(parts, compressor=build_compressor("weight_only_int8")).digest()  # the same: the name tells them apart
     assert key_of(parts, compressor=build_compressor("dynamic_int8")).digest() != \
         key_of(parts, compressor=build_compressor("dynamic_int8:per_channel=false")).digest()
 
