@@ -1,7 +1,7 @@
 """Reports generated from the records under ``results/``; never edited by hand.
 
 ``write_reports`` writes, per preset, ``reports/<preset>.md`` (the answer first, the baselines'
-learning curves where a task has a dev set, then the per-cell tables) and its plots under
+learning curves where a task has a dev set, the pruned cells by sparsity, then the per-cell tables) and its plots under
 ``reports/<preset>/``, and ``reports/summary.csv`` with a
 row per successful cell of every preset, and, when ``benchsuite optimise`` has written study files,
 ``reports/optimise.md`` with a plot per study (:mod:`benchsuite.report.optimise`). It reads records

@@ -1,7 +1,8 @@
 """The Markdown report of one preset: the answer first, then the per-cell tables.
 
 Top: for each task and machine, the frontier (cells no other cell beats on retention, speed and
-size at once) and each family's best configuration, with their verdicts and plots. Then, per
+size at once) and each family's best configuration, with their verdicts and plots; then the learning
+curves, and the pruned cells of each task by the sparsity they reached. Then, per
 task and machine, two tables that fit on a screen: scores (with bootstrap intervals and the
 paired retention interval) and size, memory and speed. It renders from records and
 :class:`~benchsuite.report.cells.Cell` rows only; no compressor or plugin is imported.
@@ -21,6 +22,7 @@ from benchsuite.report.anchors import method_anchors, task_anchor
 from benchsuite.report.cells import Cell
 from benchsuite.report.curves import curve_section
 from benchsuite.report.frontier import KEEP, best_of_families, frontier, groups
+from benchsuite.report.sparsity import sparsity_section
 
 DEFINITIONS = f"""\
 Scores are on a 0-100 scale, for the task's primary metric unless a column names another.
@@ -144,6 +146,7 @@ def render(preset: str, records: list[tuple[Record, str]], cells: list[Cell], pl
                   f"cells here too.", ""]
     lines += answer_first(cells, plots, out_dir)
     lines += curve_section([r for r, _ in records], out_dir, out_dir / preset if draw else None)
+    lines += sparsity_section(records, cells, out_dir, out_dir / preset if draw else None)
     lines += ["## Definitions", "", DEFINITIONS, ""]
     anchors = method_anchors({c.family for c in cells})
     if anchors:
