@@ -76,7 +76,7 @@ def _row(p: PrunedCell) -> dict[str, Any]:
     interval = (f" [{c.retention_ci_low:.1f}-{c.retention_ci_high:.1f}]" if c.retention_ci_low is not None else "")
     size = f"{c.size_bytes / 1e6:.1f}" if c.size_bytes else "n/a"
     return {"encoder sparsity": f"{100 * p.sparsity:.1f}%", "method": p.method,
-            "embedding": "pruned too" if p.embedding_pruned else "kept",
+            "embedding table": "pruned too" if p.embedding_pruned else "not pruned",
             "recovery": "n/a" if p.epochs is None else f"{p.epochs:g} ep, {p.steps} steps",
             "config": f"`{c.label}`", "score": f"{c.score:.2f}", "retention %": f"{c.retention:.1f}{interval}",
             "verdict": c.floor_verdict if c.at_floor else (c.retention_verdict or "n/a"),
