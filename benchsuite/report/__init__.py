@@ -1,7 +1,8 @@
 """Reports generated from the records under ``results/``; never edited by hand.
 
 ``write_reports`` writes, per preset, ``reports/<preset>.md`` (the answer first, the baselines'
-learning curves where a task has a dev set, the pruned cells by sparsity, then the per-cell tables) and its plots under
+learning curves where a task has a dev set, the pruned cells by sparsity, the distilled cells
+against their hard-label ablations, then the per-cell tables) and its plots under
 ``reports/<preset>/``, and ``reports/summary.csv`` with a
 row per successful cell of every preset, and, when ``benchsuite optimise`` has written study files,
 ``reports/optimise.md`` with a plot per study (:mod:`benchsuite.report.optimise`). It reads records
@@ -71,7 +72,8 @@ def write_reports(results_dir: Path, out_dir: Path, *, plots: bool = True) -> li
         figures = write_plots(cells, out_dir / preset) if plots else {}
         path = out_dir / f"{preset}.md"
         write_text_atomic(path, render(preset, records, cells, figures, out_dir,
-                                       optimised=sorted(searched.get(preset, ())), draw=plots))
+                                       optimised=sorted(searched.get(preset, ())), draw=plots,
+                                       results_dir=results_dir))
         markdown.append(path)
         figures_written += figures.values()
     summary = out_dir / SUMMARY

@@ -115,7 +115,7 @@ def _option(value) -> str:
         if isinstance(value, bool) else str(value)
 
 
-def _baseline_key(record: Record) -> tuple:
+def baseline_key(record: Record) -> tuple:
     """The cell key without the compressor: what a cell shares with its baseline."""
     cell = record.cell
     return (cell.preset, cell.task, cell.task_spec_digest, cell.model_weights_sha256, cell.train_data,
@@ -125,7 +125,7 @@ def _baseline_key(record: Record) -> tuple:
 def experiment(record: Record) -> str:
     """The cell's experiment in words, with a digest that tells apart two that read alike."""
     cell = record.cell
-    digest = hashlib.sha256(repr(_baseline_key(record)[:-1]).encode()).hexdigest()[:6]
+    digest = hashlib.sha256(repr(baseline_key(record)[:-1]).encode()).hexdigest()[:6]
     return (f"task v{cell.task_version}, train {record.data.train.rows_used:,} x {cell.epochs:g}, "
             f"eval {record.data.eval.rows_used:,}, seed {cell.seed} [{digest}]")
 
@@ -183,9 +183,9 @@ def build_cells(loaded: list[tuple[Record, str]], results_dir: Path) -> list[Cel
     baselines: dict[tuple, tuple[Record, str]] = {}
     for record, path in sorted(ok, key=lambda x: x[1]):
         if record.compressor.name == "baseline":
-            baselines.setdefault(_baseline_key(record), (record, path))
+            baselines.setdefault(baseline_key(record), (record, path))
     predictions = Predictions(results_dir)
-    cells = [_cell(record, path, baselines.get(_baseline_key(record)), predictions) for record, path in ok]
+    cells = [_cell(record, path, baselines.get(baseline_key(record)), predictions) for record, path in ok]
     return sorted(cells, key=lambda c: (c.preset, c.task, c.model, c.machine, c.experiment, not c.is_baseline, c.label,
                                         c.key))
 
