@@ -42,7 +42,7 @@ def ablation_pairs(records: list[tuple[Record, str]]) -> list[tuple[tuple[Record
     ablations: dict[tuple, tuple[Record, str]] = {}
     distilled = []
     for record, path in sorted(records, key=lambda x: x[1]):
-        params = _params(record) if record.status == "ok" else None
+        params = _params(record) if record.status == "ok" and record.primary_score is not None else None
         if params is None:
             continue
         place = (baseline_key(record), record.compressor.name, _recipe(params))
