@@ -22,7 +22,7 @@ from pathlib import Path
 from benchsuite.errors import UsageError
 from benchsuite.fileio import write_text_atomic
 from benchsuite.records import Record, read_record, record_files
-from benchsuite.report.cells import COLUMNS, Cell, build_cells
+from benchsuite.report.cells import COLUMNS, Cell, Predictions, build_cells
 
 log = logging.getLogger("benchsuite.report")
 
@@ -67,13 +67,14 @@ def write_reports(results_dir: Path, out_dir: Path, *, plots: bool = True) -> li
     for study, _ in load_studies(results_dir):
         searched[study.key.preset].add(study.key.task)
     for preset, records in sorted(by_preset.items()):
-        cells = build_cells(records, results_dir)
+        predictions = Predictions(results_dir)  # read once, for the cells and the ablation section
+        cells = build_cells(records, results_dir, predictions=predictions)
         every_cell += cells
         figures = write_plots(cells, out_dir / preset) if plots else {}
         path = out_dir / f"{preset}.md"
         write_text_atomic(path, render(preset, records, cells, figures, out_dir,
                                        optimised=sorted(searched.get(preset, ())), draw=plots,
-                                       results_dir=results_dir))
+                                       predictions=predictions))
         markdown.append(path)
         figures_written += figures.values()
     summary = out_dir / SUMMARY

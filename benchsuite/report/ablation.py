@@ -12,7 +12,6 @@ cannot. Pipelines are left out (a stage's ablation would have to match the other
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -63,12 +62,12 @@ def _verdict(interval: bootstrap.Interval | None) -> str:
     return "no measurable difference"
 
 
-def ablation_section(records: list[tuple[Record, str]], cells: list[Cell], results_dir: Path) -> list[str]:
+def ablation_section(records: list[tuple[Record, str]], cells: list[Cell], predictions: Predictions) -> list[str]:
+    """The Markdown section (empty without a pair); ``predictions``: the statistics the cells were built from."""
     pairs = ablation_pairs(records)
     if not pairs:
         return []
     by_path = {c.record: c for c in cells}
-    predictions = Predictions(results_dir)
     grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for (record, path), (hard, hard_path) in pairs:
         cell, hard_cell = by_path[path], by_path[hard_path]

@@ -177,14 +177,16 @@ class Predictions:
         return stat
 
 
-def build_cells(loaded: list[tuple[Record, str]], results_dir: Path) -> list[Cell]:
-    """A row per successful cell (failed cells have no figures; the Markdown lists them), sorted."""
+def build_cells(loaded: list[tuple[Record, str]], results_dir: Path, *,
+                predictions: Predictions | None = None) -> list[Cell]:
+    """A row per successful cell (failed cells have no figures; the Markdown lists them), sorted. ``predictions``:
+    the statistics already read, to share with other sections (read from ``results_dir`` when not given)."""
     ok = [(r, p) for r, p in loaded if r.status == "ok"]
     baselines: dict[tuple, tuple[Record, str]] = {}
     for record, path in sorted(ok, key=lambda x: x[1]):
         if record.compressor.name == "baseline":
             baselines.setdefault(baseline_key(record), (record, path))
-    predictions = Predictions(results_dir)
+    predictions = predictions or Predictions(results_dir)
     cells = [_cell(record, path, baselines.get(baseline_key(record)), predictions) for record, path in ok]
     return sorted(cells, key=lambda c: (c.preset, c.task, c.model, c.machine, c.experiment, not c.is_baseline, c.label,
                                         c.key))

@@ -13,7 +13,7 @@ recovery epochs. Rendered from records and
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +22,9 @@ import pandas as pd
 
 from benchsuite.records import Record
 from benchsuite.report.cells import Cell
-from benchsuite.report.plots import pyplot, save_figure, slug
+from benchsuite.report.plots import OTHER_COLOURS, pyplot, save_figure, slug
 
 METHOD_COLOURS = {"magnitude": "#1f77b4", "movement": "#d62728", "soft_movement": "#2ca02c"}
-SPARE_COLOURS = ("#9467bd", "#ff7f0e", "#8c564b")
 
 
 @dataclass(frozen=True)
@@ -59,9 +58,9 @@ def pruned_cells(records: list[tuple[Record, str]], cells: list[Cell]) -> list[P
     by_path = {c.record: c for c in cells}
     found = []
     for record, path in records:
-        stage = pruning_stage(record) if record.status == "ok" else None
-        cell = by_path.get(path)
-        if stage is None or cell is None or cell.retention is None:
+        cell = by_path.get(path)  # successful cells only
+        stage = pruning_stage(record) if cell is not None and cell.retention is not None else None
+        if stage is None:
             continue
         name, layout, recovery = stage
         recovery = recovery or {}
@@ -91,7 +90,7 @@ def _plot(members: list[PrunedCell], title: str, path: Path) -> None:
     methods = sorted({p.method for p in members})
     spare = [m for m in methods if m not in METHOD_COLOURS]
     for method in methods:
-        colour = METHOD_COLOURS.get(method) or SPARE_COLOURS[spare.index(method) % len(SPARE_COLOURS)]
+        colour = METHOD_COLOURS.get(method) or OTHER_COLOURS[spare.index(method) % len(OTHER_COLOURS)]
         points = [p for p in members if p.method == method]
         for p in points:
             c = p.cell
@@ -128,9 +127,7 @@ def sparsity_section(records: list[tuple[Record, str]], cells: list[Cell], out_d
     grouped: dict[tuple, list[PrunedCell]] = defaultdict(list)
     for p in found:
         grouped[(p.cell.task, p.cell.model, p.cell.experiment)].append(p)
-    experiments = defaultdict(int)
-    for task, model, _ in grouped:
-        experiments[(task, model)] += 1
+    experiments = Counter((task, model) for task, model, _ in grouped)
     for (task, model, experiment), members in grouped.items():
         heading = f"### {task}, {model}" + (f", {experiment}" if experiments[(task, model)] > 1 else "")
         lines += [heading, "", pd.DataFrame([_row(p) for p in members]).to_markdown(index=False), ""]
