@@ -90,4 +90,4 @@ def test_model_memory_of_a_tiny_bert(tmp_path):
     assert mem.inference_peak_rss_bytes >= mem.process_baseline_rss_bytes + mem.load_delta_rss_bytes * 0.9
     assert mem.ru_maxrss_bytes >= 0.99 * max(mem.load_peak_rss_bytes, mem.inference_peak_rss_bytes)
     assert mem.weight_bytes == (model_dir / "model.safetensors").stat().st_size
-    assert mem.examples == 24 and "fresh subprocess" in mem.method
+    assert mem.examples == 24 and "a process of its own" in mem.method

@@ -15,9 +15,11 @@ directly from a large parent inherits that parent's high-water mark across fork 
 through a small launcher that forks it from a ~10 MB process and reports its ``wait4``
 usage; the launcher's own memory is not sampled.
 
-``measure_model_memory`` applies this to a model: a fresh ``benchsuite.measure.memory_probe``
-process loads the model and runs the evaluation engine over real inputs, and the record
-separates the cost of loading from the peak while running inference.
+``measure_model_memory`` applies this to a model: a ``benchsuite.measure.memory_probe`` process
+of its own loads the model and runs the evaluation engine over real inputs, and the record
+separates the cost of loading from the peak while running inference. The probe is forked from
+a warm process that has imported torch and transformers once (``warm_probe``), or where that
+cannot be done, started fresh.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from benchsuite.measure.footprint import WEIGHT_SUFFIXES
 
 PHASE = "BENCHSUITE_PHASE"
 RESULT = "BENCHSUITE_RESULT"
-_RUSAGE = "BENCHSUITE_RUSAGE"
+RUSAGE = "BENCHSUITE_RUSAGE"
 RU_MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, kilobytes on Linux
 _CHILDREN_REFRESH_S = 0.05  # finding descendants scans /proc (~1 ms), so it is redone only this often
 
@@ -59,7 +61,7 @@ if pid == 0:
         os.write(2, f"cannot run {{sys.argv[1]}}: {{exc}}\\n".encode())
         os._exit(127)
 _, status, usage = os.wait4(pid, 0)
-sys.stdout.write(f"{_RUSAGE} {{usage.ru_maxrss}}\\n")
+sys.stdout.write(f"{RUSAGE} {{usage.ru_maxrss}}\\n")
 sys.stdout.flush()
 code = os.waitstatus_to_exitcode(status)
 sys.exit(code if code >= 0 else 128 - code)
@@ -111,37 +113,56 @@ def sample_peak_rss(cmd: Sequence[str], *, interval_s: float = 0.002, timeout_s:
     child_env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
     markers: list[tuple[float, str]] = []
     found: dict = {}
-    times, values = array("d"), array("q")
     with tempfile.TemporaryFile() as stderr:
         start = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-S", "-c", _LAUNCHER, *cmd], stdout=subprocess.PIPE,
                                 stderr=stderr, env=child_env, start_new_session=True)
-        reader = threading.Thread(target=_read_stdout, args=(proc.stdout, markers, found), daemon=True)
+        reader = threading.Thread(target=read_child_lines, args=(proc.stdout, markers, found), daemon=True)
         reader.start()
-        launcher = psutil.Process(proc.pid)
-        procs: list[psutil.Process] = []
-        refreshed = float("-inf")
         try:
-            while proc.poll() is None:
-                now = time.monotonic()
-                if now - start > timeout_s:
-                    raise TimeoutError(f"{cmd[0]} ran longer than {timeout_s:g} s; killed"
-                                       f"{_tail(stderr)}")
-                if now - refreshed > _CHILDREN_REFRESH_S or not procs:
-                    procs, refreshed = _descendants(launcher), now
-                rss = _total_rss(procs)
-                if rss:
-                    times.append(now)
-                    values.append(rss)
-                time.sleep(interval_s)
+            times, values = sample_until(lambda: proc.poll() is not None, psutil.Process(proc.pid), start=start,
+                                         interval_s=interval_s, timeout_s=timeout_s, what=cmd[0], stderr=stderr)
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
             reader.join(timeout=10)
+            proc.stdout.close()
         duration = time.monotonic() - start
         if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} exited with code {proc.returncode}{_tail(stderr)}")
+            raise RuntimeError(f"{' '.join(cmd)} exited with code {proc.returncode}{tail(stderr)}")
+    return process_memory(times, values, markers, found, interval_s=interval_s, duration_s=duration,
+                          method=(f"RSS of the command and its descendants (psutil, summed) sampled every "
+                                  f"{interval_s * 1e3:g} ms from the parent; phase peak = largest sample between "
+                                  f"{PHASE} markers; ru_maxrss from wait4 on the command, forked from a small "
+                                  f"launcher so the parent's high-water mark is not inherited"))
+
+
+def sample_until(finished, root: psutil.Process, *, start: float, interval_s: float, timeout_s: float, what: str,
+                 stderr) -> tuple[array, array]:
+    """Sample the summed RSS of ``root``'s descendants every ``interval_s`` until ``finished()``.
+
+    Returns (monotonic times, RSS bytes) of the non-empty samples; ``TimeoutError`` once
+    ``timeout_s`` has passed since ``start`` (the caller kills what it started)."""
+    times, values = array("d"), array("q")
+    procs: list[psutil.Process] = []
+    refreshed = float("-inf")
+    while not finished():
+        now = time.monotonic()
+        if now - start > timeout_s:
+            raise TimeoutError(f"{what} ran longer than {timeout_s:g} s; killed{tail(stderr)}")
+        if now - refreshed > _CHILDREN_REFRESH_S or not procs:
+            procs, refreshed = _descendants(root), now
+        rss = _total_rss(procs)
+        if rss:
+            times.append(now)
+            values.append(rss)
+        time.sleep(interval_s)
+    return times, values
+
+
+def process_memory(times: array, values: array, markers: list[tuple[float, str]], found: dict, *,
+                   interval_s: float, duration_s: float, method: str) -> ProcessMemory:
     peaks, baseline = _phase_peaks(times, values, markers)
     maxrss = found.get("ru_maxrss")
     return ProcessMemory(
@@ -151,15 +172,15 @@ def sample_peak_rss(cmd: Sequence[str], *, interval_s: float = 0.002, timeout_s:
         ru_maxrss_bytes=maxrss * RU_MAXRSS_UNIT if maxrss is not None else None,
         samples=len(values),
         interval_s=interval_s,
-        duration_s=round(duration, 3),
+        duration_s=round(duration_s, 3),
         result=found.get("result"),
-        method=(f"RSS of the command and its descendants (psutil, summed) sampled every {interval_s * 1e3:g} ms "
-                f"from the parent; phase peak = largest sample between {PHASE} markers; ru_maxrss from wait4 "
-                f"on the command, forked from a small launcher so the parent's high-water mark is not inherited"),
+        method=method,
     )
 
 
-def _read_stdout(stream, markers: list[tuple[float, str]], found: dict) -> None:
+def read_child_lines(stream, markers: list[tuple[float, str]], found: dict) -> None:
+    """Collect the markers and result of one measured command from ``stream``, up to the launcher's usage
+    line (``found["ru_maxrss"]``, and ``found["exit_code"]`` when the line carries it) or the end of it."""
     for raw in stream:
         received = time.monotonic()
         line = raw.decode(errors="replace").strip()
@@ -172,9 +193,12 @@ def _read_stdout(stream, markers: list[tuple[float, str]], found: dict) -> None:
                 found["result"] = json.loads(line[len(RESULT) + 1:])
             except json.JSONDecodeError:
                 found["result"] = {"unparsed": line[len(RESULT) + 1:]}
-        elif line.startswith(_RUSAGE + " "):
-            found["ru_maxrss"] = int(line.split()[1])
-    stream.close()
+        elif line.startswith(RUSAGE + " "):
+            parts = line.split()
+            found["ru_maxrss"] = int(parts[1])
+            if len(parts) > 2:
+                found["exit_code"] = int(parts[2])
+            return
 
 
 def _descendants(launcher: psutil.Process) -> list[psutil.Process]:
@@ -213,7 +237,7 @@ def _phase_peaks(times: array, values: array, markers: list[tuple[float, str]]
     return peaks, baseline
 
 
-def _tail(stderr, limit: int = 4000) -> str:
+def tail(stderr, limit: int = 4000) -> str:
     stderr.flush()
     stderr.seek(0, os.SEEK_END)
     stderr.seek(max(0, stderr.tell() - limit))
@@ -264,13 +288,15 @@ def measure_model_memory(model_dir: Path, inputs: Sequence[dict], *, batch_size:
         with path.open("w") as fh:
             for feature in inputs:
                 fh.write(json.dumps({k: list(map(int, v)) for k, v in model_inputs(feature).items()}) + "\n")
-        cmd = [sys.executable, "-m", "benchsuite.measure.memory_probe", "--model", str(model_dir),
-               "--inputs", str(path), "--batch-size", str(batch_size), "--threads", str(threads)]
+        argv = ["--model", str(model_dir), "--inputs", str(path), "--batch-size", str(batch_size),
+                "--threads", str(threads)]
         if loader:
-            cmd += ["--loader", loader]
+            argv += ["--loader", loader]
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TQDM_DISABLE="1",
                    TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
-        run = sample_peak_rss(cmd, interval_s=interval_s, timeout_s=timeout_s, env=env)
+        from benchsuite.measure.warm_probe import sample_probe  # it builds on this module's sampling
+
+        run = sample_probe(argv, env=env, interval_s=interval_s, timeout_s=timeout_s)
     result = run.result or {}
     phase_rss = result.get("rss_bytes", {})
     if "load" not in run.phase_peak_rss_bytes or "inference" not in run.phase_peak_rss_bytes or not phase_rss:
@@ -290,12 +316,18 @@ def measure_model_memory(model_dir: Path, inputs: Sequence[dict], *, batch_size:
         batch_size=batch_size,
         threads=threads,
         examples=len(inputs),
-        method=(f"fresh subprocess (python -m benchsuite.measure.memory_probe, {threads} threads) loads the model "
-                f"and runs benchsuite.engine.forward_all over {len(inputs)} inputs at batch {batch_size}; psutil "
-                f"RSS sampled every {interval_s * 1e3:g} ms from the parent, peak per phase (load, inference); "
-                f"load delta = RSS after loading minus before, read by the child after gc; plus ru_maxrss "
-                f"(wait4, launched from a small process so no parent memory is inherited)"),
+        method=(f"a process of its own ({_probe_origin(run)}: benchsuite.measure.memory_probe, {threads} threads) "
+                f"loads the model and runs benchsuite.engine.forward_all over {len(inputs)} inputs at batch "
+                f"{batch_size}; psutil RSS sampled every {interval_s * 1e3:g} ms from the parent, peak per phase "
+                f"(load, inference); load delta = RSS after loading minus before, read by the child after gc; plus "
+                f"ru_maxrss (wait4 in the small launcher or the warm process that started it, so the runner's "
+                f"high-water mark is not inherited)"),
     )
+
+
+def _probe_origin(run: ProcessMemory) -> str:
+    return ("forked from a warm process that had imported torch and transformers" if "warm process" in run.method
+            else "a fresh python -m")
 
 
 def _delta(values: dict, before: str, after: str) -> int | None:
