@@ -296,7 +296,7 @@ def measure_model_memory(model_dir: Path, inputs: Sequence[dict], *, batch_size:
                    TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
         from benchsuite.measure.warm_probe import sample_probe  # it builds on this module's sampling
 
-        run = sample_probe(argv, env=env, interval_s=interval_s, timeout_s=timeout_s)
+        run, origin = sample_probe(argv, env=env, interval_s=interval_s, timeout_s=timeout_s)
     result = run.result or {}
     phase_rss = result.get("rss_bytes", {})
     if "load" not in run.phase_peak_rss_bytes or "inference" not in run.phase_peak_rss_bytes or not phase_rss:
@@ -316,18 +316,13 @@ def measure_model_memory(model_dir: Path, inputs: Sequence[dict], *, batch_size:
         batch_size=batch_size,
         threads=threads,
         examples=len(inputs),
-        method=(f"a process of its own ({_probe_origin(run)}: benchsuite.measure.memory_probe, {threads} threads) "
+        method=(f"a process of its own ({origin}: benchsuite.measure.memory_probe, {threads} threads) "
                 f"loads the model and runs benchsuite.engine.forward_all over {len(inputs)} inputs at batch "
                 f"{batch_size}; psutil RSS sampled every {interval_s * 1e3:g} ms from the parent, peak per phase "
                 f"(load, inference); load delta = RSS after loading minus before, read by the child after gc; plus "
                 f"ru_maxrss (wait4 in the small launcher or the warm process that started it, so the runner's "
                 f"high-water mark is not inherited)"),
     )
-
-
-def _probe_origin(run: ProcessMemory) -> str:
-    return ("forked from a warm process that had imported torch and transformers" if "warm process" in run.method
-            else "a fresh python -m")
 
 
 def _delta(values: dict, before: str, after: str) -> int | None:

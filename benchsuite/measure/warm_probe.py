@@ -108,8 +108,8 @@ class WarmProbes:
         return memory.process_memory(
             times, values, markers, found, interval_s=interval_s, duration_s=duration,
             method=(f"RSS of the probe and its descendants (psutil, summed) sampled every {interval_s * 1e3:g} ms "
-                    f"from the parent; phase peak = largest sample between {PHASE} markers; the probe forked from a "
-                    f"warm process that had imported torch and transformers; ru_maxrss from wait4 there"))
+                    f"from the parent; phase peak = largest sample between {PHASE} markers; the probe {FORKED}; "
+                    f"ru_maxrss from wait4 there"))
 
     @property
     def alive(self) -> bool:
@@ -136,9 +136,15 @@ _warm: WarmProbes | None = None
 _unavailable: str | None = None  # why probes start fresh in this process, once found out
 
 
-def sample_probe(argv: list[str], *, env: dict[str, str], interval_s: float, timeout_s: float) -> ProcessMemory:
+FORKED = "forked from a warm process that had imported torch and transformers"
+FRESH = "a fresh python -m"
+
+
+def sample_probe(argv: list[str], *, env: dict[str, str], interval_s: float,
+                 timeout_s: float) -> tuple[ProcessMemory, str]:
     """Run the memory probe with ``argv`` under ``env``, forked from this process's warm process where
-    it can be (started on first use, again when ``env`` changes outside ``PER_PROBE_ENV``), else fresh."""
+    it can be (started on first use, again when ``env`` changes outside ``PER_PROBE_ENV``), else fresh.
+    Returns the sampled run and where the probe came from (``FORKED`` or ``FRESH``)."""
     global _warm, _unavailable
     base = {k: v for k, v in env.items() if k not in PER_PROBE_ENV}
     if _unavailable is None and not hasattr(os, "fork"):
@@ -153,9 +159,9 @@ def sample_probe(argv: list[str], *, env: dict[str, str], interval_s: float, tim
             except OSError as exc:
                 _unavailable = str(exc)
         if _warm is not None:
-            return _warm.sample(argv, env=env, interval_s=interval_s, timeout_s=timeout_s)
+            return _warm.sample(argv, env=env, interval_s=interval_s, timeout_s=timeout_s), FORKED
     return memory.sample_peak_rss([sys.executable, "-m", "benchsuite.measure.memory_probe", *argv],
-                                  interval_s=interval_s, timeout_s=timeout_s, env=env)
+                                  interval_s=interval_s, timeout_s=timeout_s, env=env), FRESH
 
 
 @atexit.register
