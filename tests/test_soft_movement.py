@@ -12,7 +12,9 @@ from benchsuite.compressors.prune.soft_movement import (
     ScoreAdam,
     SoftMovement,
     SoftMovementConfig,
+    floored_top,
     penalty_gradients,
+    scheduled_masks,
     soft_masks,
     threshold_at,
 )
@@ -58,8 +60,37 @@ def test_masks_keep_scores_above_the_threshold_and_never_less_than_the_floor():
     assert int(second.sum()) == int(MIN_KEPT * 1000) + 1 and bool(second[7])
 
 
+def test_floored_top_keeps_exactly_k_and_every_tensor_its_floor():
+    scores = [torch.arange(1000, dtype=torch.float32), -torch.arange(400, dtype=torch.float32) - 5000]
+    big, small = floored_top(scores, 100)
+    assert int(big.sum()) + int(small.sum()) == 100
+    assert int(small.sum()) == int(MIN_KEPT * 400) + 1 and bool(small[0]) and bool(small[2])  # its best, though low
+    assert bool(big[999]) and not bool(big[900])  # the rest by rank across tensors
+    assert sum(int(m.sum()) for m in floored_top(scores, 0)) == int(MIN_KEPT * 1000) + 1 + int(MIN_KEPT * 400) + 1
+
+
+def test_the_schedule_cuts_masks_that_keep_too_much_and_lands_exactly_at_its_end():
+    torch.manual_seed(0)
+    scores = [torch.randn(40, 50), torch.randn(300)]
+    size = 2300
+
+    def kept(masks):
+        return sum(int(m.sum()) for m in masks)
+
+    everything = [torch.ones_like(s, dtype=torch.bool) for s in scores]
+    cut = scheduled_masks(scores, everything, step=5, ramp_steps=10, sparsity=0.8)
+    assert kept(cut) == size - round(0.8 * (1 - 0.5**3) * size)  # the cubic curve, halfway up the ramp
+    sparse = soft_masks(scores, 0.45)  # sigmoid(s) > 0.45 keeps about 46%: sparser than the schedule at step 2
+    assert scheduled_masks(scores, sparse, step=2, ramp_steps=10, sparsity=0.3) is sparse
+    for step in (10, 12):  # at the ramp's end and after it: exactly the target, the best scores back if need be
+        exact = scheduled_masks(scores, sparse, step=step, ramp_steps=10, sparsity=0.3)
+        assert kept(exact) == size - round(0.3 * size)
+        assert all(bool((e | ~s).all()) for e, s in zip(exact, sparse, strict=True))  # a superset of the sparse masks
+
+
 @pytest.mark.parametrize("bad", [{"threshold": 0.0}, {"threshold": 1.0}, {"regularization": -1.0},
-                                 {"score_learning_rate": 0.0}, {"ramp": 0.0}, {"epochs": 0.0}])
+                                 {"score_learning_rate": 0.0}, {"ramp": 0.0}, {"epochs": 0.0},
+                                 {"sparsity": 0.0}, {"sparsity": 0.999}])
 def test_bad_options_are_refused(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         SoftMovementConfig(**bad)
@@ -81,3 +112,26 @@ def test_more_regularization_prunes_more_and_the_layout_counts_the_zeros(tiny_mo
         assert all(not torch.nn.utils.parametrize.is_parametrized(m) for m in linears)
         reached[regularization] = result.layout["sparsity"]
     assert reached[1e6] > 0.9 and reached[1e6] > reached[0.0] + 0.3, reached
+
+
+@pytest.mark.parametrize("regularization", [0.0, 1e6])
+def test_a_target_sparsity_is_reached_exactly_whatever_lambda_would_leave(tiny_model, data_env, tmp_path,
+                                                                          regularization):
+    from tests.conformance_checks import make_setup
+
+    setup = make_setup(tiny_model, "classification", "sst2", tmp_path / "cache")
+    compressor = SoftMovement(SoftMovementConfig(regularization=regularization, score_learning_rate=0.5,
+                                                 sparsity=0.6))
+    torch.manual_seed(0)
+    result = compressor.compress(copy.deepcopy(setup.model), context=setup.context(compressor.NEEDS))
+    linears = [m for m in result.model.bert.encoder.modules() if isinstance(m, torch.nn.Linear)]
+    size = sum(m.weight.numel() for m in linears)
+    assert sum(int((m.weight == 0).sum()) for m in linears) == round(0.6 * size)
+    assert result.layout["target_sparsity"] == 0.6 and result.layout["steps"][-1][3] == result.layout["sparsity"]
+
+
+def test_sparsity_leaves_the_hash_of_configs_without_it_unchanged():
+    # the hash committed records of mrpc's soft_movement:hidden_weight=1,epochs=8 stage carry
+    assert SoftMovementConfig(hidden_weight=1.0, epochs=8.0).config_hash() == "67cca62296b6"
+    assert "sparsity" not in SoftMovementConfig().to_json()["params"]
+    assert SoftMovementConfig(hidden_weight=1.0, epochs=8.0, sparsity=0.9).config_hash() != "67cca62296b6"

@@ -13,22 +13,30 @@ by their own Adam (learning rate ``score_learning_rate``) on two terms:
 tau rises from 0 to ``threshold`` along a cubic ramp over the first ``ramp`` of the steps and lambda
 with it (lambda = ``regularization`` * tau / ``threshold``), as in Sanh et al.'s code. Every tensor
 keeps at least 0.5% of its weights. How many weights survive depends on ``regularization`` (and on
-the task): the record says the sparsity reached, per tensor and overall; to compare with ``movement``
-or ``magnitude`` at a sparsity, choose ``regularization`` to land there. At the end the masks are
-folded in, and the zeros stored sparsely as ``movement`` stores them.
+the task and its number of steps): the record says the sparsity reached, per tensor and overall.
+
+To compare with ``movement`` or ``magnitude`` at a given sparsity, set ``sparsity``. The scores,
+threshold and penalty stay as above, but the masks then never keep more than the gradual schedule
+allows: during the ramp, where the threshold keeps more than Zhu & Gupta's cubic curve towards
+``sparsity`` does, the lowest scores beyond it go too; from the ramp's end, the masks keep exactly
+(1 - ``sparsity``) of the weights, the highest scores (each tensor still at least its floor), so a
+run that the threshold had taken sparser gets its best-scored weights back. Without ``sparsity``, the
+sparsity is the one the threshold and lambda reach, as in Sanh et al. At the end the masks are folded
+in, and the zeros stored sparsely as ``movement`` stores them.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch.nn.utils import parametrize
 
 from benchsuite.compressors.base import CompressionResult
 from benchsuite.compressors.prune.magnitude import cubic_sparsity, encoder_linears
-from benchsuite.compressors.prune.movement import MovementMask
+from benchsuite.compressors.prune.movement import MovementMask, top_scores
 from benchsuite.compressors.rebuild import RebuiltCompressor
 from benchsuite.distillation.recovery import RECOVERY_NEEDS, RecoveryConfig, recover
 
@@ -42,9 +50,14 @@ class SoftMovementConfig(RecoveryConfig):
     regularization: float = 400.0  # final lambda of the L1 penalty on sigmoid(score): more lambda, more zeros
     score_learning_rate: float = 0.01  # the scores' own Adam learning rate
     ramp: float = 0.7  # fraction of the recovery steps over which tau and lambda rise to their final values
+    sparsity: float | None = None  # None: what tau and lambda leave; a value: exactly this fraction from the ramp's end
+    LATE_OPTIONS: ClassVar[tuple[str, ...]] = ("sparsity",)
 
     def validate(self) -> None:
         super().validate()
+        if self.sparsity is not None and not 0 < self.sparsity <= 1 - MIN_KEPT:
+            raise ValueError(f"sparsity must be in (0, {1 - MIN_KEPT}] (every tensor keeps at least {MIN_KEPT:.1%} of "
+                             f"its weights), or null to let the threshold and lambda decide; got {self.sparsity}")
         if not 0 < self.threshold < 1:
             raise ValueError(f"threshold must be in (0, 1) (it is compared with sigmoid(score)), got {self.threshold}")
         if not (math.isfinite(self.regularization) and self.regularization >= 0):
@@ -64,17 +77,44 @@ def threshold_at(step: int, total: int, *, final: float, ramp: float) -> float:
     return cubic_sparsity(step, max(1, round(ramp * total)), final)
 
 
+def floors(scores: list[torch.Tensor]) -> int:
+    """How many weights the tensors keep at least, together: :data:`MIN_KEPT` of each, plus one."""
+    return sum(int(MIN_KEPT * s.numel()) + 1 for s in scores)
+
+
 def soft_masks(scores: list[torch.Tensor], tau: float) -> list[torch.Tensor]:
     """[sigmoid(S) > tau] per tensor, each keeping at least :data:`MIN_KEPT` of its weights (its highest scores)."""
     masks = []
     for score in scores:
         mask = torch.sigmoid(score) > tau
-        floor = int(MIN_KEPT * score.numel()) + 1
+        floor = floors([score])
         if int(mask.sum()) < floor:
             mask = torch.zeros_like(mask)
             mask.view(-1)[torch.topk(score.flatten(), floor).indices] = True
         masks.append(mask)
     return masks
+
+
+def floored_top(scores: list[torch.Tensor], keep: int) -> list[torch.Tensor]:
+    """Masks keeping exactly max(``keep``, the floors) weights: each tensor's :data:`MIN_KEPT` floor of its highest
+    scores, then the highest of the rest across all tensors (ties by position)."""
+    ranked = []
+    for score in scores:
+        score = score.clone()
+        score.view(-1)[torch.topk(score.flatten(), floors([score])).indices] = math.inf
+        ranked.append(score)
+    return top_scores(ranked, max(keep, floors(scores)))
+
+
+def scheduled_masks(scores: list[torch.Tensor], soft: list[torch.Tensor], *, step: int, ramp_steps: int,
+                    sparsity: float) -> list[torch.Tensor]:
+    """The ``soft`` masks, cut to the cubic schedule towards ``sparsity`` where they keep more than it allows
+    (during the ramp), and exactly at ``sparsity`` from ``ramp_steps`` on."""
+    size = sum(s.numel() for s in scores)
+    keep = size - round(cubic_sparsity(step, ramp_steps, sparsity) * size)
+    if step >= ramp_steps or sum(int(m.sum()) for m in soft) > keep:
+        return floored_top(scores, keep)
+    return soft
 
 
 class ScoreAdam:
@@ -130,7 +170,11 @@ class SoftMovement(RebuiltCompressor):
             weight = cfg.regularization * tau / cfg.threshold
             penalty = penalty_gradients(scores, weight)
             adam.step([p - m.score for p, m in zip(penalty, moved, strict=True)])
-            for mask, new in zip(moved, soft_masks(scores, tau), strict=True):
+            masks = soft_masks(scores, tau)
+            if cfg.sparsity is not None:
+                masks = scheduled_masks(scores, masks, step=step, ramp_steps=max(1, round(cfg.ramp * total)),
+                                        sparsity=cfg.sparsity)
+            for mask, new in zip(moved, masks, strict=True):
                 mask.score.zero_()
                 mask.mask.copy_(new)
             if step == total or step % max(1, total // 20) == 0:
@@ -144,7 +188,11 @@ class SoftMovement(RebuiltCompressor):
             for linear in linears:
                 parametrize.remove_parametrizations(linear, "weight", leave_parametrized=True)
         zeros = [int((m.weight == 0).sum()) for m in linears]
+        if cfg.sparsity is not None and sum(zeros) < size - max(size - round(cfg.sparsity * size), floors(scores)):
+            raise RuntimeError(f"soft movement left {sum(zeros)} of {size} encoder weights zero, fewer than "
+                               f"sparsity={cfg.sparsity} asks: the masks never reached the end of their ramp")
         layout = {"importance": "soft movement", "threshold": cfg.threshold, "regularization": cfg.regularization,
+                  "target_sparsity": cfg.sparsity,
                   "sets": {"encoder_linear": {"tensors": len(linears), "weights": size, "pruned": sum(zeros),
                                               "sparsity": round(sum(zeros) / size, 6)}},
                   "tensor_sparsity": [round(z / m.weight.numel(), 6) for z, m in zip(zeros, linears, strict=True)],
