@@ -69,6 +69,25 @@ def test_floored_top_keeps_exactly_k_and_every_tensor_its_floor():
     assert sum(int(m.sum()) for m in floored_top(scores, 0)) == int(MIN_KEPT * 1000) + 1 + int(MIN_KEPT * 400) + 1
 
 
+@pytest.mark.parametrize("keep", [0, 7, 500, 1900, 2299, 2300])
+def test_floored_top_agrees_with_a_full_sort_ties_included(keep):
+    from benchsuite.compressors.prune.movement import top_scores
+
+    torch.manual_seed(1)
+    scores = [torch.randn(40, 50).round(decimals=1), torch.randn(300) - 5]  # many ties; a tensor of low scores
+    reference = []
+    for score in scores:
+        score = score.clone()
+        score.view(-1)[torch.topk(score.flatten(), int(MIN_KEPT * score.numel()) + 1).indices] = float("inf")
+        reference.append(score)
+    expected = top_scores(reference, max(keep, 2 * 1 + int(MIN_KEPT * 2000) + int(MIN_KEPT * 300)))
+    for mine, theirs, score in zip(floored_top(scores, keep), expected, scores, strict=True):
+        # the same scores kept (torch.topk, which the reference takes the floors by, breaks ties its own way)
+        assert torch.equal(score[mine].sort().values, score[theirs].sort().values)
+        if keep >= 500:  # floors not binding: the same positions, ties broken by position in both
+            assert torch.equal(mine, theirs)
+
+
 def test_the_schedule_cuts_masks_that_keep_too_much_and_lands_exactly_at_its_end():
     torch.manual_seed(0)
     scores = [torch.randn(40, 50), torch.randn(300)]

@@ -31,12 +31,13 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch.nn.utils import parametrize
 
 from benchsuite.compressors.base import CompressionResult
 from benchsuite.compressors.prune.magnitude import cubic_sparsity, encoder_linears
-from benchsuite.compressors.prune.movement import MovementMask, top_scores
+from benchsuite.compressors.prune.movement import MovementMask
 from benchsuite.compressors.rebuild import RebuiltCompressor
 from benchsuite.distillation.recovery import RECOVERY_NEEDS, RecoveryConfig, recover
 
@@ -95,15 +96,37 @@ def soft_masks(scores: list[torch.Tensor], tau: float) -> list[torch.Tensor]:
     return masks
 
 
+def top_count(flat: torch.Tensor, keep: int) -> torch.Tensor:
+    """A mask of the ``keep`` highest values of ``flat``, ties broken by position; by a partition, not a sort,
+    since it runs after every step on millions of scores."""
+    drop = flat.numel() - keep
+    if drop <= 0:
+        return torch.ones_like(flat, dtype=torch.bool)
+    values = flat.numpy()
+    cut = np.partition(values, drop - 1)[drop - 1]  # the drop-th smallest value
+    kept = values > cut
+    missing = keep - np.count_nonzero(kept)
+    if missing:
+        kept[np.flatnonzero(values == cut)[:missing]] = True
+    return torch.from_numpy(kept)
+
+
 def floored_top(scores: list[torch.Tensor], keep: int) -> list[torch.Tensor]:
-    """Masks keeping exactly max(``keep``, the floors) weights: each tensor's :data:`MIN_KEPT` floor of its highest
-    scores, then the highest of the rest across all tensors (ties by position)."""
-    ranked = []
-    for score in scores:
-        score = score.clone()
-        score.view(-1)[torch.topk(score.flatten(), floors([score])).indices] = math.inf
-        ranked.append(score)
-    return top_scores(ranked, max(keep, floors(scores)))
+    """Masks keeping exactly max(``keep``, the floors) weights, the highest scores across all tensors (ties by
+    position), except that a tensor left under its :data:`MIN_KEPT` floor keeps its floor's best scores first."""
+    flat = torch.cat([s.flatten() for s in scores])
+    sizes = [s.numel() for s in scores]
+    starts = np.cumsum([0] + sizes[:-1])
+    keep = max(keep, floors(scores))
+    while True:
+        masks = [k.view_as(s) for k, s in zip(top_count(flat, keep).split(sizes), scores, strict=True)]
+        short = [i for i, (m, s) in enumerate(zip(masks, scores, strict=True))
+                 if int(torch.count_nonzero(m)) < floors([s])]
+        if not short:
+            return masks
+        for i in short:
+            part = flat[starts[i] : starts[i] + sizes[i]]
+            part[torch.topk(part, floors([scores[i]])).indices] = math.inf
 
 
 def scheduled_masks(scores: list[torch.Tensor], soft: list[torch.Tensor], *, step: int, ramp_steps: int,
@@ -112,7 +135,7 @@ def scheduled_masks(scores: list[torch.Tensor], soft: list[torch.Tensor], *, ste
     (during the ramp), and exactly at ``sparsity`` from ``ramp_steps`` on."""
     size = sum(s.numel() for s in scores)
     keep = size - round(cubic_sparsity(step, ramp_steps, sparsity) * size)
-    if step >= ramp_steps or sum(int(m.sum()) for m in soft) > keep:
+    if step >= ramp_steps or sum(int(torch.count_nonzero(m)) for m in soft) > keep:
         return floored_top(scores, keep)
     return soft
 
