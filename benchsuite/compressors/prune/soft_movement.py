@@ -102,13 +102,13 @@ def top_count(flat: torch.Tensor, keep: int) -> torch.Tensor:
     drop = flat.numel() - keep
     if drop <= 0:
         return torch.ones_like(flat, dtype=torch.bool)
-    values = flat.numpy()
+    values = flat.detach().cpu().numpy()
     cut = np.partition(values, drop - 1)[drop - 1]  # the drop-th smallest value
     kept = values > cut
     missing = keep - np.count_nonzero(kept)
     if missing:
         kept[np.flatnonzero(values == cut)[:missing]] = True
-    return torch.from_numpy(kept)
+    return torch.from_numpy(kept).to(flat.device)
 
 
 def floored_top(scores: list[torch.Tensor], keep: int) -> list[torch.Tensor]:
