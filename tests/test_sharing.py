@@ -138,6 +138,22 @@ def test_recovery_trains_the_shared_layer_and_keeps_it_tied(model):
     assert not torch.equal(weight, _layers(start)[0].intermediate.dense.weight)
 
 
+@pytest.mark.parametrize("init", ["average", "first"])
+def test_recovery_with_attention_matching_runs_on_shared_layers(model, init):
+    # the averaged layer is a copy: it must still read the model's config, which eager attention is switched on in
+    generator = torch.Generator().manual_seed(2)
+    features = [{"input_ids": torch.randint(1, VOCAB, (8,), generator=generator).tolist(),
+                 "attention_mask": [1] * 8, "labels": i % 2} for i in range(16)]
+    compressor = CrossLayer(CrossLayerConfig(alpha=0.0, groups=3, init=init, hidden_weight=1.0, attention_weight=1.0))
+    teacher = copy.deepcopy(model)
+    context = CompressionContext(needs=compressor.NEEDS, task=None, tokenizer=_Tokenizer(), seed=0,
+                                 providers={"train_data": features, "teacher": lambda: teacher},
+                                 train_config=TrainConfig(epochs=1.0, batch_size=8, learning_rate=1e-3))
+    trained = compressor.compress(copy.deepcopy(model), context=context).model
+    assert all(layer.attention.self.config is trained.config for layer in _layers(trained))
+    assert trained.config._attn_implementation == model.config._attn_implementation  # switched back after
+
+
 # --- factorized_embedding ---------------------------------------------------------------------------------
 
 

@@ -67,7 +67,9 @@ def share_layers(model: nn.Module, groups: list[list[int]], *, init: str) -> Non
                              "ffn), so one layer cannot stand for them all; share the layers first (cross_layer or "
                              "albert before the pruning stage)")
         if init == "average":
-            shared = copy.deepcopy(members[0])
+            # the copy keeps reading the model's config (not a copy of it): switching the model to eager
+            # attention, as attention matching does, must reach the shared layer too
+            shared = copy.deepcopy(members[0], memo={id(model.config): model.config})
             states = [member.state_dict() for member in members]
             with torch.no_grad():
                 for key, tensor in shared.state_dict().items():
