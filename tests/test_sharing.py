@@ -42,10 +42,17 @@ class _Tokenizer:
     pad_token_id = 0
 
 
-def _context(compressor, features=()) -> CompressionContext:
+def _context(compressor, features=(), teacher=None) -> CompressionContext:
+    providers = {"train_data": list(features)} | ({} if teacher is None else {"teacher": lambda: teacher})
     return CompressionContext(needs=compressor.NEEDS, task=None, tokenizer=_Tokenizer(), seed=0,
-                              providers={"train_data": list(features)},
+                              providers=providers,
                               train_config=TrainConfig(epochs=1.0, batch_size=8, learning_rate=1e-3))
+
+
+def _features() -> list[dict]:
+    generator = torch.Generator().manual_seed(2)
+    return [{"input_ids": torch.randint(1, VOCAB, (8,), generator=generator).tolist(),
+             "attention_mask": [1] * 8, "labels": i % 2} for i in range(16)]
 
 
 def _compress(compressor, model) -> CompressionResult:
@@ -125,9 +132,7 @@ def test_cross_layer_saves_the_shared_layer_once_and_reloads_it_tied(model, tmp_
 
 
 def test_recovery_trains_the_shared_layer_and_keeps_it_tied(model):
-    generator = torch.Generator().manual_seed(2)
-    features = [{"input_ids": torch.randint(1, VOCAB, (8,), generator=generator).tolist(),
-                 "attention_mask": [1] * 8, "labels": i % 2} for i in range(16)]
+    features = _features()
     compressor = CrossLayer(CrossLayerConfig(alpha=0.0))  # hard labels only: no teacher outputs needed
     start = _compress(CrossLayer(CrossLayerConfig(epochs=0)), model).model
     result = compressor.compress(copy.deepcopy(model), context=_context(compressor, features))
@@ -141,14 +146,8 @@ def test_recovery_trains_the_shared_layer_and_keeps_it_tied(model):
 @pytest.mark.parametrize("init", ["average", "first"])
 def test_recovery_with_attention_matching_runs_on_shared_layers(model, init):
     # the averaged layer is a copy: it must still read the model's config, which eager attention is switched on in
-    generator = torch.Generator().manual_seed(2)
-    features = [{"input_ids": torch.randint(1, VOCAB, (8,), generator=generator).tolist(),
-                 "attention_mask": [1] * 8, "labels": i % 2} for i in range(16)]
     compressor = CrossLayer(CrossLayerConfig(alpha=0.0, groups=3, init=init, hidden_weight=1.0, attention_weight=1.0))
-    teacher = copy.deepcopy(model)
-    context = CompressionContext(needs=compressor.NEEDS, task=None, tokenizer=_Tokenizer(), seed=0,
-                                 providers={"train_data": features, "teacher": lambda: teacher},
-                                 train_config=TrainConfig(epochs=1.0, batch_size=8, learning_rate=1e-3))
+    context = _context(compressor, _features(), teacher=copy.deepcopy(model))
     trained = compressor.compress(copy.deepcopy(model), context=context).model
     assert all(layer.attention.self.config is trained.config for layer in _layers(trained))
     assert trained.config._attn_implementation == model.config._attn_implementation  # switched back after

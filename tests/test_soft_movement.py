@@ -71,7 +71,11 @@ def test_floored_top_keeps_exactly_k_and_every_tensor_its_floor():
 
 @pytest.mark.parametrize("keep", [0, 7, 500, 1900, 2299, 2300])
 def test_floored_top_agrees_with_a_full_sort_ties_included(keep):
-    from benchsuite.compressors.prune.movement import top_scores
+    def top_scores(ranked, count):  # the reference: a full stable sort, ties by position
+        flat = torch.cat([r.flatten() for r in ranked])
+        kept = torch.zeros_like(flat, dtype=torch.bool)
+        kept[torch.argsort(flat, descending=True, stable=True)[:count]] = True
+        return [k.view_as(r) for k, r in zip(kept.split([r.numel() for r in ranked]), ranked, strict=True)]
 
     torch.manual_seed(1)
     scores = [torch.randn(40, 50).round(decimals=1), torch.randn(300) - 5]  # many ties; a tensor of low scores
@@ -96,13 +100,13 @@ def test_the_schedule_cuts_masks_that_keep_too_much_and_lands_exactly_at_its_end
     def kept(masks):
         return sum(int(m.sum()) for m in masks)
 
-    everything = [torch.ones_like(s, dtype=torch.bool) for s in scores]
-    cut = scheduled_masks(scores, everything, step=5, ramp_steps=10, sparsity=0.8)
+    cut = scheduled_masks(scores, 0.0, step=5, ramp_steps=10, sparsity=0.8)  # tau 0: the threshold keeps all
     assert kept(cut) == size - round(0.8 * (1 - 0.5**3) * size)  # the cubic curve, halfway up the ramp
     sparse = soft_masks(scores, 0.45)  # sigmoid(s) > 0.45 keeps about 46%: sparser than the schedule at step 2
-    assert scheduled_masks(scores, sparse, step=2, ramp_steps=10, sparsity=0.3) is sparse
+    left = scheduled_masks(scores, 0.45, step=2, ramp_steps=10, sparsity=0.3)
+    assert all(torch.equal(a, b) for a, b in zip(left, sparse, strict=True))
     for step in (10, 12):  # at the ramp's end and after it: exactly the target, the best scores back if need be
-        exact = scheduled_masks(scores, sparse, step=step, ramp_steps=10, sparsity=0.3)
+        exact = scheduled_masks(scores, 0.45, step=step, ramp_steps=10, sparsity=0.3)
         assert kept(exact) == size - round(0.3 * size)
         assert all(bool((e | ~s).all()) for e, s in zip(exact, sparse, strict=True))  # a superset of the sparse masks
 

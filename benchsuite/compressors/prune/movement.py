@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -91,10 +92,20 @@ class MovementMask(nn.Module):
 
 
 def top_scores(scores: list[torch.Tensor], keep: int) -> list[torch.Tensor]:
-    """Masks (True: kept) keeping exactly the ``keep`` highest scores across all tensors, ties broken by position."""
+    """Masks (True: kept) keeping exactly the ``keep`` highest scores across all tensors, ties broken by position;
+    by a partition, not a sort, since soft movement calls it after every step on millions of scores."""
     flat = torch.cat([s.flatten() for s in scores])
-    kept = torch.zeros_like(flat, dtype=torch.bool)
-    kept[torch.argsort(flat, descending=True, stable=True)[:keep]] = True
+    drop = flat.numel() - keep
+    if drop <= 0:
+        kept = torch.ones_like(flat, dtype=torch.bool)
+    else:
+        values = flat.detach().cpu().numpy()
+        cut = np.partition(values, drop - 1)[drop - 1]  # the drop-th smallest value
+        mask = values > cut
+        missing = keep - np.count_nonzero(mask)
+        if missing:
+            mask[np.flatnonzero(values == cut)[:missing]] = True
+        kept = torch.from_numpy(mask).to(flat.device)
     return [k.view_as(s) for k, s in zip(kept.split([s.numel() for s in scores]), scores, strict=True)]
 
 

@@ -31,13 +31,12 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
 import torch
 from torch.nn.utils import parametrize
 
 from benchsuite.compressors.base import CompressionResult
 from benchsuite.compressors.prune.magnitude import cubic_sparsity, encoder_linears
-from benchsuite.compressors.prune.movement import MovementMask
+from benchsuite.compressors.prune.movement import MovementMask, top_scores
 from benchsuite.compressors.rebuild import RebuiltCompressor
 from benchsuite.distillation.recovery import RECOVERY_NEEDS, RecoveryConfig, recover
 
@@ -96,46 +95,32 @@ def soft_masks(scores: list[torch.Tensor], tau: float) -> list[torch.Tensor]:
     return masks
 
 
-def top_count(flat: torch.Tensor, keep: int) -> torch.Tensor:
-    """A mask of the ``keep`` highest values of ``flat``, ties broken by position; by a partition, not a sort,
-    since it runs after every step on millions of scores."""
-    drop = flat.numel() - keep
-    if drop <= 0:
-        return torch.ones_like(flat, dtype=torch.bool)
-    values = flat.detach().cpu().numpy()
-    cut = np.partition(values, drop - 1)[drop - 1]  # the drop-th smallest value
-    kept = values > cut
-    missing = keep - np.count_nonzero(kept)
-    if missing:
-        kept[np.flatnonzero(values == cut)[:missing]] = True
-    return torch.from_numpy(kept).to(flat.device)
-
-
 def floored_top(scores: list[torch.Tensor], keep: int) -> list[torch.Tensor]:
     """Masks keeping exactly max(``keep``, the floors) weights, the highest scores across all tensors (ties by
     position), except that a tensor left under its :data:`MIN_KEPT` floor keeps its floor's best scores first."""
-    flat = torch.cat([s.flatten() for s in scores])
-    sizes = [s.numel() for s in scores]
-    starts = np.cumsum([0] + sizes[:-1])
-    keep = max(keep, floors(scores))
+    minimum = [floors([s]) for s in scores]
+    keep = max(keep, sum(minimum))
+    ranked = list(scores)
     while True:
-        masks = [k.view_as(s) for k, s in zip(top_count(flat, keep).split(sizes), scores, strict=True)]
-        short = [i for i, (m, s) in enumerate(zip(masks, scores, strict=True))
-                 if int(torch.count_nonzero(m)) < floors([s])]
+        masks = top_scores(ranked, keep)
+        short = [i for i, m in enumerate(masks) if int(torch.count_nonzero(m)) < minimum[i]]
         if not short:
             return masks
-        for i in short:
-            part = flat[starts[i] : starts[i] + sizes[i]]
-            part[torch.topk(part, floors([scores[i]])).indices] = math.inf
+        for i in short:  # only these are copied: the scores themselves stay as they are
+            ranked[i] = ranked[i].clone()
+            ranked[i].view(-1)[torch.topk(ranked[i].flatten(), minimum[i]).indices] = math.inf
 
 
-def scheduled_masks(scores: list[torch.Tensor], soft: list[torch.Tensor], *, step: int, ramp_steps: int,
+def scheduled_masks(scores: list[torch.Tensor], tau: float, *, step: int, ramp_steps: int,
                     sparsity: float) -> list[torch.Tensor]:
-    """The ``soft`` masks, cut to the cubic schedule towards ``sparsity`` where they keep more than it allows
-    (during the ramp), and exactly at ``sparsity`` from ``ramp_steps`` on."""
+    """The threshold's masks (:func:`soft_masks`), cut to the cubic schedule towards ``sparsity`` where they keep
+    more than it allows (during the ramp), and exactly at ``sparsity`` from ``ramp_steps`` on."""
     size = sum(s.numel() for s in scores)
     keep = size - round(cubic_sparsity(step, ramp_steps, sparsity) * size)
-    if step >= ramp_steps or sum(int(torch.count_nonzero(m)) for m in soft) > keep:
+    if step >= ramp_steps:  # the threshold no longer matters: no need to compute its masks
+        return floored_top(scores, keep)
+    soft = soft_masks(scores, tau)
+    if sum(int(torch.count_nonzero(m)) for m in soft) > keep:
         return floored_top(scores, keep)
     return soft
 
@@ -193,10 +178,9 @@ class SoftMovement(RebuiltCompressor):
             weight = cfg.regularization * tau / cfg.threshold
             penalty = penalty_gradients(scores, weight)
             adam.step([p - m.score for p, m in zip(penalty, moved, strict=True)])
-            masks = soft_masks(scores, tau)
-            if cfg.sparsity is not None:
-                masks = scheduled_masks(scores, masks, step=step, ramp_steps=max(1, round(cfg.ramp * total)),
-                                        sparsity=cfg.sparsity)
+            masks = (soft_masks(scores, tau) if cfg.sparsity is None else
+                     scheduled_masks(scores, tau, step=step, ramp_steps=max(1, round(cfg.ramp * total)),
+                                     sparsity=cfg.sparsity))
             for mask, new in zip(moved, masks, strict=True):
                 mask.score.zero_()
                 mask.mask.copy_(new)
