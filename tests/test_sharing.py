@@ -11,6 +11,7 @@ from torch import nn
 from transformers import BertForSequenceClassification
 
 from benchsuite.compressors.base import CompressionContext, CompressionResult
+from benchsuite.compressors.registry import build_compressor
 from benchsuite.compressors.share.combined import Albert, AlbertConfig
 from benchsuite.compressors.share.cross_layer import CrossLayer, CrossLayerConfig, layer_groups
 from benchsuite.compressors.share.factorize import (
@@ -24,6 +25,7 @@ from benchsuite.compressors.share.factorize import (
     svd,
     target_linears,
 )
+from benchsuite.errors import UsageError
 from benchsuite.measure.footprint import disk_size, footprint, saved_size
 from benchsuite.tasks.spec import TrainConfig
 from benchsuite.testing import tiny_config
@@ -43,7 +45,9 @@ class _Tokenizer:
 
 
 def _context(compressor, features=(), teacher=None) -> CompressionContext:
-    providers = {"train_data": list(features)} | ({} if teacher is None else {"teacher": lambda: teacher})
+    providers = ({"train_data": list(features),
+                  "calibration_data": [{k: v for k, v in f.items() if k != "labels"} for f in features]}
+                 | ({} if teacher is None else {"teacher": lambda: teacher}))
     return CompressionContext(needs=compressor.NEEDS, task=None, tokenizer=_Tokenizer(), seed=0,
                               providers=providers,
                               train_config=TrainConfig(epochs=1.0, batch_size=8, learning_rate=1e-3))
@@ -151,6 +155,107 @@ def test_recovery_with_attention_matching_runs_on_shared_layers(model, init):
     trained = compressor.compress(copy.deepcopy(model), context=context).model
     assert all(layer.attention.self.config is trained.config for layer in _layers(trained))
     assert trained.config._attn_implementation == model.config._attn_implementation  # switched back after
+
+
+# --- norms="own": each depth keeps its LayerNorms ------------------------------------------------------------
+
+
+def _is_norm(name: str) -> bool:
+    return "LayerNorm" in name
+
+
+@pytest.mark.parametrize("init", ["average", "middle"])
+def test_own_norms_share_the_linears_and_keep_each_depths_layernorms(model, init):
+    before = footprint(model)
+    shared = _compress(CrossLayer(CrossLayerConfig(groups=3, init=init, norms="own", epochs=0)), model).model
+    layers, original = _layers(shared), _layers(model)
+    assert len({id(layer) for layer in layers}) == 6  # a layer object per depth
+    for first in (0, 2, 4):
+        for name, module in layers[first].named_modules():
+            if isinstance(module, nn.Linear):
+                assert layers[first + 1].get_submodule(name) is module, name
+    source = {"average": None, "middle": 0}[init]
+    for depth, layer in enumerate(layers):
+        for key, value in layer.state_dict().items():
+            group = [depth - depth % 2, depth - depth % 2 + 1]
+            if _is_norm(key):  # the depth's own trained LayerNorm, whatever the init
+                assert torch.equal(value, original[depth].state_dict()[key]), (depth, key)
+            elif source is None:
+                mean = torch.stack([original[i].state_dict()[key] for i in group]).mean(0)
+                assert torch.allclose(value, mean, atol=1e-7), (depth, key)
+            else:
+                assert torch.equal(value, original[group[source]].state_dict()[key]), (depth, key)
+    assert footprint(shared).params == before.params - 3 * (LAYER_PARAMS - 2 * 2 * HIDDEN)
+
+
+def test_own_norms_save_the_linears_once_and_reload_them_tied(model, tmp_path):
+    compressor = CrossLayer(CrossLayerConfig(groups=3, norms="own", epochs=0))
+    result = _compress(compressor, model)
+    reloaded, keys = _round_trip(compressor, result, tmp_path)
+    layers = _layers(reloaded)
+    assert layers[1].intermediate.dense is layers[0].intermediate.dense
+    assert layers[1].output.LayerNorm is not layers[0].output.LayerNorm
+    depths = {key.split(".")[3] for key in keys if ".encoder.layer." in key and not _is_norm(key)}
+    assert depths == {"0", "2", "4"}
+    assert {key.split(".")[3] for key in keys if ".encoder.layer." in key and _is_norm(key)} == set("012345")
+
+
+def test_recovery_with_own_norms_trains_each_depths_norms_and_keeps_the_linears_tied(model):
+    compressor = CrossLayer(CrossLayerConfig(alpha=0.0, groups=3, norms="own"))
+    trained = compressor.compress(copy.deepcopy(model), context=_context(compressor, _features())).model
+    layers = _layers(trained)
+    assert all(layers[i + 1].attention.self.query is layers[i].attention.self.query for i in (0, 2, 4))
+    assert not torch.equal(layers[0].output.LayerNorm.weight, layers[1].output.LayerNorm.weight)
+
+
+def test_albert_with_own_norms_ties_only_the_linears(model, tmp_path):
+    compressor = Albert(AlbertConfig(groups=1, norms="own", embedding_rank=8, epochs=0))
+    result = _compress(compressor, model)
+    assert result.layout == {"groups": [list(range(6))], "norms": "own", "embedding_rank": 8}
+    reloaded, _ = _round_trip(compressor, result, tmp_path)
+    assert all(layer.output.dense is _layers(reloaded)[0].output.dense for layer in _layers(reloaded))
+    assert len({id(layer.output.LayerNorm) for layer in _layers(reloaded)}) == 6
+
+
+def test_norms_is_a_late_option_so_committed_hashes_hold():
+    assert "norms" not in CrossLayerConfig(groups=3).to_json()["params"]
+    # the conll2003 record cross_layer-c0db1b52d26c and the mrpc record albert-079800f1dcb4
+    assert CrossLayerConfig(hidden_weight=1.0, epochs=4.0, groups=3).config_hash() == "595492a160ba"
+    assert AlbertConfig(hidden_weight=1.0, epochs=4.0).config_hash() == "7682d3120099"
+    assert CrossLayerConfig(norms="own").config_hash() != CrossLayerConfig().config_hash()
+
+
+# --- a shared module stays shared through the stages after it -------------------------------------------
+
+
+@pytest.mark.parametrize("quantiser", ["dynamic_int8", "dynamic_int8:outlier_channels=2,calibration_examples=8", "weight_only_int8"])
+def test_quantising_after_own_norms_keeps_the_linears_shared(model, tmp_path, quantiser):
+    sharing = build_compressor("cross_layer:groups=3,norms=own,epochs=0")
+    shared_params = footprint(_compress(sharing, model).model).params
+    pipeline = build_compressor(f"cross_layer:groups=3,norms=own,epochs=0+{quantiser}")
+    result = pipeline.compress(copy.deepcopy(model), context=_context(pipeline, _features()))
+    layers = _layers(result.model.eval())
+    for i in (0, 2, 4):
+        for name in ("attention.self.query", "intermediate.dense"):
+            assert layers[i + 1].get_submodule(name) is layers[i].get_submodule(name), (i, name)
+    assert footprint(result.model).params == shared_params  # each shared Linear quantised once
+    pipeline.save(result, tmp_path)
+    reloaded = type(pipeline).load(tmp_path)
+    assert _layers(reloaded)[1].intermediate.dense is _layers(reloaded)[0].intermediate.dense
+    with torch.no_grad():
+        assert torch.equal(reloaded(**_batch()).logits, result.model(**_batch()).logits)
+
+
+def test_static_int8_after_own_norms_is_refused_with_the_fix(model):
+    pipeline = build_compressor("cross_layer:groups=3,norms=own,epochs=0+static_int8:calibration_examples=8")
+    with pytest.raises(UsageError, match=r"static_int8 made .* different modules.*before the sharing stage"):
+        pipeline.compress(copy.deepcopy(model), context=_context(pipeline, _features()))
+
+
+def test_whole_layer_sharing_passes_through_static_int8(model):
+    pipeline = build_compressor("cross_layer:groups=3,epochs=0+static_int8:calibration_examples=8")
+    result = pipeline.compress(copy.deepcopy(model), context=_context(pipeline, _features()))
+    assert _layers(result.model)[1] is _layers(result.model)[0]
 
 
 # --- factorized_embedding ---------------------------------------------------------------------------------
@@ -286,6 +391,8 @@ def test_albert_shares_layers_and_factorises_the_embedding(model, tmp_path):
     (LowRankConfig, {"include": "head"}, "include"),
     (AlbertConfig, {"embedding_rank": 0}, "embedding_rank"),
     (AlbertConfig, {"init": "best"}, "init"),
+    (CrossLayerConfig, {"norms": "mine"}, "norms"),
+    (AlbertConfig, {"norms": "depth"}, "norms"),
 ])
 def test_bad_options_are_named(config, params, field):
     with pytest.raises(ValueError, match=field):

@@ -156,6 +156,7 @@ class StaticInt8Config(Int8Config):
 class StaticInt8(_Int8):
     name = "static_int8"
     config_class = StaticInt8Config
+    observes_activations = True  # each wrapped Linear's observer sees its own inputs (shared_modules refuses ties)
     search_space = {"reduce_range": (True, False), "outlier_channels": (0, 4)}  # 7 vs 8-bit activations; outlier split
 
     def compress(self, model, *, context):

@@ -21,6 +21,10 @@ the model; otherwise the folder holds ``config.json`` (the final architecture),
 dict. :meth:`Pipeline.load` builds the teacher's architecture, replays each stage's
 ``restructure`` in order, and loads the state dict strictly.
 
+Sharing survives the stages after it: a module that several names shared before a stage is put
+back at all of them after it (:mod:`~benchsuite.compressors.shared_modules`), or the stage is
+refused where its copies differ.
+
 Prefix reuse: the model after each trainable prefix (``distill+heads`` of
 ``distill+heads+dynamic_int8``) is cached under the key of that prefix and the baseline it started
 from, so ``distill+heads+dynamic_int8`` and ``distill+heads+ort_int8`` train the student and prune it
@@ -56,6 +60,7 @@ from benchsuite.compressors.rebuild import (
     save_config,
     save_state,
 )
+from benchsuite.compressors.shared_modules import keep_shared, module_aliases
 from benchsuite.errors import UsageError
 from benchsuite.fileio import write_text_atomic
 
@@ -172,8 +177,9 @@ class Pipeline(Compressor):
             stage = self.stages[index]
             torch.manual_seed(context.seed)  # as for a cell of this stage alone, whatever came before it
             began = time.perf_counter()
+            aliases = module_aliases(model)
             result = as_result(stage.compress(model, context=context.restricted(stage.NEEDS)), stage)
-            model, tokenizer = result.model, result.tokenizer or tokenizer
+            model, tokenizer = keep_shared(result.model, aliases, stage), result.tokenizer or tokenizer
             done.append({"layout": result.layout, "recovery": result.recovery,
                          "seconds": round(time.perf_counter() - began, 3), "reused_from_cache": False})
             # a cached prefix holds weights only: none after a stage that changed the tokenizer
@@ -248,7 +254,8 @@ def skeleton(head_class: type, base_config: dict[str, Any], layouts: list[dict[s
     model = build(config).eval()
     for stage, saved in zip(stages, layouts, strict=True):
         if isinstance(stage, RebuiltCompressor):
-            model = stage.restructure(model, saved.get("layout") or {})
+            aliases = module_aliases(model)
+            model = keep_shared(stage.restructure(model, saved.get("layout") or {}), aliases, stage)
     return model.eval()
 
 

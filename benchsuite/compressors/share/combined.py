@@ -1,7 +1,7 @@
 """``albert``: ALBERT's two savings in one config, cross-layer sharing and a factorised embedding.
 
 The encoder's layers are shared as :mod:`~benchsuite.compressors.share.cross_layer` does
-(``groups``, ``init``), the word embedding factorised as
+(``groups``, ``init``, ``norms``), the word embedding factorised as
 :mod:`~benchsuite.compressors.share.factorize` does (``embedding_rank``), and the model then
 recovers once. On all-MiniLM-L6-v2 (22.7M parameters: word embedding 11.7M, encoder 10.6M) the
 defaults (one shared layer, E = 128) leave about 6.1M: word embedding 3.96M, one layer 1.77M,
@@ -11,12 +11,19 @@ positions and pooler 0.35M, about 3.7x fewer; ``embedding_rank=64`` gives about 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import nn
 
 from benchsuite.compressors.layers import encoder_layers
 from benchsuite.compressors.retrain import ReshapeAndRecover
-from benchsuite.compressors.share.cross_layer import check_sharing, layer_groups, share_layers, tie_layers
+from benchsuite.compressors.share.cross_layer import (
+    check_sharing,
+    layer_groups,
+    share_layers,
+    sharing_layout,
+    tie_layers,
+)
 from benchsuite.compressors.share.factorize import (
     check_embedding_rank,
     factorize_embedding,
@@ -30,10 +37,13 @@ class AlbertConfig(RecoveryConfig):
     groups: int = 1  # as cross_layer's: runs of consecutive layers sharing one layer each
     init: str = "average"  # as cross_layer's: "average", "first", "middle" or "last"
     embedding_rank: int | None = None  # E of the word embedding; None: a third of the hidden size
+    norms: str = "shared"  # as cross_layer's: "own" keeps each depth's LayerNorms, sharing only the Linears
+
+    LATE_OPTIONS: ClassVar[tuple[str, ...]] = ("norms",)
 
     def validate(self) -> None:
         super().validate()
-        check_sharing(self.groups, self.init)
+        check_sharing(self.groups, self.init, self.norms)
         check_embedding_rank("embedding_rank", self.embedding_rank)
 
 
@@ -46,13 +56,13 @@ class Albert(ReshapeAndRecover):
     def reshape(self, model: nn.Module, *, context) -> dict:
         groups = layer_groups(len(encoder_layers(model)), self.config.groups)
         rank = factorize_embedding(model, self.config.embedding_rank, field="embedding_rank")
-        share_layers(model, groups, init=self.config.init)
-        return {"groups": groups, "embedding_rank": rank}
+        share_layers(model, groups, init=self.config.init, norms=self.config.norms)
+        return sharing_layout(groups, self.config.norms) | {"embedding_rank": rank}
 
     def recovery_description(self, layout: dict) -> str:
         return f"recovering {len(layout['groups'])} shared layer(s) and a rank-{layout['embedding_rank']} embedding"
 
     def restructure(self, model: nn.Module, layout: dict) -> nn.Module:
-        tie_layers(model, layout["groups"])
+        tie_layers(model, layout["groups"], layout.get("norms", "shared"))
         factorized_embedding_skeleton(model, layout["embedding_rank"])
         return model.eval()
