@@ -246,6 +246,22 @@ def test_quantising_after_own_norms_keeps_the_linears_shared(model, tmp_path, qu
         assert torch.equal(reloaded(**_batch()).logits, result.model(**_batch()).logits)
 
 
+def test_a_shared_quantised_layer_is_stored_once(model, tmp_path):
+    # torch.ao unpacks a quantised Linear's weights anew at each name: the file must still hold them once
+    sizes = {}
+    for spec in ("dynamic_int8", "cross_layer:epochs=0+dynamic_int8"):
+        compressor = build_compressor(spec)
+        result = compressor.compress(copy.deepcopy(model), context=_context(compressor))
+        compressor.save(result, tmp_path / spec)
+        reloaded = type(compressor).load(tmp_path / spec)
+        with torch.no_grad():
+            assert torch.equal(reloaded(**_batch()).logits, result.model(**_batch()).logits)
+        sizes[spec] = (tmp_path / spec / "model.pt").stat().st_size
+    assert all(layer is _layers(reloaded)[0] for layer in _layers(reloaded))
+    int8_layer = 4 * HIDDEN * HIDDEN + 2 * HIDDEN * FFN  # one byte a weight
+    assert sizes["cross_layer:epochs=0+dynamic_int8"] < sizes["dynamic_int8"] - 5 * int8_layer
+
+
 def test_static_int8_after_own_norms_is_refused_with_the_fix(model):
     pipeline = build_compressor("cross_layer:groups=3,norms=own,epochs=0+static_int8:calibration_examples=8")
     with pytest.raises(UsageError, match=r"static_int8 made .* different modules.*before the sharing stage"):

@@ -60,7 +60,7 @@ from benchsuite.compressors.rebuild import (
     save_config,
     save_state,
 )
-from benchsuite.compressors.shared_modules import keep_shared, module_aliases
+from benchsuite.compressors.shared_modules import alias_keys, keep_shared, module_aliases
 from benchsuite.errors import UsageError
 from benchsuite.fileio import write_text_atomic
 
@@ -207,7 +207,7 @@ class Pipeline(Compressor):
         else:
             check_replay(type(result.model), layout["base_config"], layout["stages"], self.stages, result.model)
             save_config(result.model, folder)
-            save_state(result.model.state_dict(), folder, _state_format(self.stages))
+            save_state(result.model.state_dict(), folder, _state_format(self.stages), alias_keys(result.model))
             save_tokenizer(result, folder)
         write_text_atomic(folder / PIPELINE_FILE, json.dumps(
             {"pipeline": self.spec, "format": "last_stage" if self._own_format else "replay",
@@ -318,7 +318,7 @@ class PrefixCache:
         check_replay(type(model), base_config, layouts, stages, model)
 
         def build(folder: Path) -> dict[str, Any]:
-            save_state(model.state_dict(), folder, _state_format(stages))
+            save_state(model.state_dict(), folder, _state_format(stages), alias_keys(model))
             return {"stages": [{**layout, **{k: d[k] for k in ("recovery", "seconds")}}
                                for layout, d in zip(layouts, done, strict=True)]}
 

@@ -11,7 +11,9 @@ dict strictly, so a reloaded model is the saved one, tensor for tensor.
 
 A tensor that several names share (one layer used at several depths, a tied embedding) is
 written once, under its first name, since safetensors refuses aliases; ``restructure`` must
-re-tie the skeleton the same way, and loading fills the other names from the first.
+re-tie the skeleton the same way, and loading fills the other names from the first. In torch.ao's
+format a shared module is found by the module itself (its quantised weights are unpacked anew at
+each name): its keys under later names are left out of ``model.pt`` and filled the same way.
 
 The skeleton is first built in fp32 (transformers' ``from_config``), so loading briefly
 holds an fp32 copy: the memory record's loading peak includes it.
@@ -32,6 +34,7 @@ from safetensors.torch import load_file, save_file
 
 from benchsuite.compressors import sparse_storage
 from benchsuite.compressors.base import CompressionResult, Compressor, save_tokenizer
+from benchsuite.compressors.shared_modules import alias_keys
 from benchsuite.errors import UsageError
 from benchsuite.fileio import write_text_atomic
 from benchsuite.models import auto_class_for
@@ -66,7 +69,7 @@ class RebuiltCompressor(Compressor):
         write_text_atomic(folder / SPEC_FILE, json.dumps({"compressor": self.name, **self.config.to_json(),
                                                          "layout": result.layout or {}},
                                                         indent=2, sort_keys=True) + "\n")
-        save_state(result.model.state_dict(), folder, self.state_format)
+        save_state(result.model.state_dict(), folder, self.state_format, alias_keys(result.model))
         save_tokenizer(result, folder)
 
     @classmethod
@@ -93,11 +96,16 @@ def save_config(model: torch.nn.Module, folder: Path) -> None:
     config.save_pretrained(folder)
 
 
-def save_state(state: dict[str, torch.Tensor], folder: Path, state_format: str) -> None:
-    """The state dict as ``model.pt`` (torch.ao qtensors), ``model.safetensors`` (shared tensors once) or,
-    ``"sparse"``, :data:`SPARSE_FILE` (the same with its mostly-zero tensors packed)."""
+def save_state(state: dict[str, torch.Tensor], folder: Path, state_format: str,
+               shared: dict[str, str] | None = None) -> None:
+    """The state dict as ``model.pt`` (torch.ao qtensors; the keys of ``shared``, a model's
+    :func:`~benchsuite.compressors.shared_modules.alias_keys`, left out), ``model.safetensors`` (shared
+    tensors once) or, ``"sparse"``, :data:`SPARSE_FILE` (the same with its mostly-zero tensors packed)."""
     if state_format == "torch":
-        torch.save(state, folder / "model.pt")
+        kept = copy.copy(state)  # an OrderedDict's copy keeps its _metadata (module versions, read on loading)
+        for key in shared or {}:
+            kept.pop(key, None)
+        torch.save(kept, folder / "model.pt")
         return
     aliases = _aliases(state)
     tensors = {k: v.contiguous() for k, v in state.items() if k not in aliases}
@@ -123,10 +131,10 @@ def read_state(folder: Path, state_format: str) -> dict[str, torch.Tensor]:
 def load_state(model: torch.nn.Module, folder: Path, state_format: str) -> None:
     """Load :func:`save_state`'s file into ``model``, strictly: every tensor, of the skeleton's shapes."""
     state = read_state(folder, state_format)
-    if state_format != "torch":
-        for name, first in _aliases(model.state_dict()).items():
-            if name not in state and first in state:  # a shared tensor, written once under its first name
-                state[name] = state[first]
+    shared = alias_keys(model) if state_format == "torch" else _aliases(model.state_dict())
+    for name, first in shared.items():
+        if name not in state and first in state:  # a shared tensor, written once under its first name
+            state[name] = state[first]
     model.load_state_dict(state, strict=True)
 
 

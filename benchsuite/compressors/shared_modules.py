@@ -60,6 +60,18 @@ def keep_shared(model: nn.Module, aliases: list[tuple[list[str], nn.Module]], st
     return model
 
 
+def alias_keys(model: nn.Module) -> dict[str, str]:
+    """Each state-dict key reached through a shared module's later name -> the same key under its first name.
+
+    torch.ao's quantised Linears unpack their weights anew for every ``state_dict`` call, so a file can
+    only store a shared one once by dropping these keys (and loading fills them from the first)."""
+    keys: dict[str, str] = {}
+    for names, module in module_aliases(model):
+        for key in module.state_dict():
+            keys.update({f"{name}.{key}": f"{names[0]}.{key}" for name in names[1:]})
+    return keys
+
+
 def _find(model: nn.Module, name: str) -> nn.Module | None:
     try:
         return model.get_submodule(name)
