@@ -246,6 +246,15 @@ def test_quantising_after_own_norms_keeps_the_linears_shared(model, tmp_path, qu
         assert torch.equal(reloaded(**_batch()).logits, result.model(**_batch()).logits)
 
 
+def test_a_stage_that_rebuilds_the_layers_is_not_re_tied(model):
+    # the student's layers 0 and 1 are the teacher's 0 and 2, from different pairs: the names of a shared
+    # Linear before the stage now hold two different Linears, which must stay apart
+    pipeline = build_compressor("cross_layer:groups=3,norms=own,epochs=0+distill:layers=3,alpha=0")
+    context = _context(pipeline, _features(), teacher=copy.deepcopy(model))
+    student = _layers(pipeline.compress(copy.deepcopy(model), context=context).model)
+    assert len({id(layer.intermediate.dense) for layer in student}) == 3
+
+
 def test_a_shared_quantised_layer_is_stored_once(model, tmp_path):
     # torch.ao unpacks a quantised Linear's weights anew at each name: the file must still hold them once
     sizes = {}

@@ -14,6 +14,7 @@ is refused with the fix, since tying them would change what was calibrated.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,41 +23,55 @@ from torch import nn
 from benchsuite.errors import UsageError
 
 
-def module_aliases(model: nn.Module) -> list[tuple[list[str], nn.Module]]:
-    """Each module object that appears under more than one name, with those names; the shortest names first."""
-    found: dict[int, tuple[list[str], nn.Module]] = {}
+@dataclass(frozen=True)
+class Alias:
+    """One module object reached under several names, and the module holding each name (its parent)."""
+
+    names: list[str]
+    module: nn.Module
+    parents: list[nn.Module]
+
+
+def module_aliases(model: nn.Module) -> list[Alias]:
+    """Each module object that appears under more than one name; the shortest names first."""
+    found: dict[int, list[str]] = {}
+    modules: dict[int, nn.Module] = {}
     for name, module in model.named_modules(remove_duplicate=False):
-        found.setdefault(id(module), ([], module))[0].append(name)
-    groups = [group for group in found.values() if len(group[0]) > 1]
-    return sorted(groups, key=lambda group: (group[0][0].count("."), group[0][0]))
+        found.setdefault(id(module), []).append(name)
+        modules[id(module)] = module
+    groups = [Alias(names, modules[key], [_parent(model, name)[0] for name in names])
+              for key, names in found.items() if len(names) > 1]
+    return sorted(groups, key=lambda alias: (alias.names[0].count("."), alias.names[0]))
 
 
-def keep_shared(model: nn.Module, aliases: list[tuple[list[str], nn.Module]], stage: Any) -> nn.Module:
-    """Tie again, in place, each group of ``aliases`` (names, the module they shared) that ``stage`` split.
+def keep_shared(model: nn.Module, aliases: list[Alias], stage: Any) -> nn.Module:
+    """Tie again, in place, each of ``aliases`` (taken before ``stage`` ran) that the stage split.
 
-    Where the stage replaced the module at some of the names and left the old one at the others (it
-    walked the names once each), or built equal copies, every name gets the stage's module. A stage that
-    observes activations (``observes_activations``) calibrated each use apart, so a split group is refused.
+    Only names whose parent module is still the one it was count: a stage that rebuilt the model around
+    them (a student whose layer 1 is the teacher's layer 2) reused the names for other modules. Where
+    the stage replaced the module at some of those names and left the old one at the others (it walked
+    the names once each), or built equal copies, every name gets the stage's module. A stage that
+    observes activations (``observes_activations``) calibrated each use apart, so a split is refused.
     """
-    for names, old in aliases:
-        present = [name for name in names if _find(model, name) is not None]
+    for alias in aliases:
+        present = [name for name, parent in zip(alias.names, alias.parents, strict=True)
+                   if _find(model, name) is not None and _parent(model, name)[0] is parent]
         if len(present) < 2:
-            continue  # the stage removed these modules (a student dropped the layers)
+            continue  # the stage removed or rebuilt these modules
         modules = [model.get_submodule(name) for name in present]
-        new = [module for module in modules if module is not old]
+        new = [module for module in modules if module is not alias.module]
         if not new or all(module is new[0] for module in modules):
             continue  # untouched, or replaced once for every name
         if getattr(stage, "observes_activations", False) or any(
-                module is not old and (type(module) is not type(new[0]) or not _same(module.state_dict(),
-                                                                                     new[0].state_dict()))
+                type(module) is not type(new[0]) or not _same(module.state_dict(), new[0].state_dict())
                 for module in new):
             raise UsageError(f"{stage.name} made {present[0]} and the other names of one shared module "
                              f"({', '.join(present[1:])}) into different modules, so they would no longer be "
                              f"shared; put {stage.name} before the sharing stage, or share whole layers "
                              "(norms=shared)")
         for name in present:
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, new[0])
+            parent, child = _parent(model, name)
+            setattr(parent, child, new[0])
     return model
 
 
@@ -66,10 +81,17 @@ def alias_keys(model: nn.Module) -> dict[str, str]:
     torch.ao's quantised Linears unpack their weights anew for every ``state_dict`` call, so a file can
     only store a shared one once by dropping these keys (and loading fills them from the first)."""
     keys: dict[str, str] = {}
-    for names, module in module_aliases(model):
-        for key in module.state_dict():
-            keys.update({f"{name}.{key}": f"{names[0]}.{key}" for name in names[1:]})
+    for alias in module_aliases(model):
+        first, *later = alias.names
+        for key in alias.module.state_dict():
+            keys.update({f"{name}.{key}": f"{first}.{key}" for name in later})
     return keys
+
+
+def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """The module holding ``name``, and the attribute name in it."""
+    parent, _, child = name.rpartition(".")
+    return model.get_submodule(parent), child
 
 
 def _find(model: nn.Module, name: str) -> nn.Module | None:
