@@ -228,7 +228,8 @@ def test_norms_is_a_late_option_so_committed_hashes_hold():
 # --- a shared module stays shared through the stages after it -------------------------------------------
 
 
-@pytest.mark.parametrize("quantiser", ["dynamic_int8", "dynamic_int8:outlier_channels=2,calibration_examples=8", "weight_only_int8"])
+@pytest.mark.parametrize("quantiser", ["dynamic_int8", "dynamic_int8:outlier_channels=2,calibration_examples=8",
+                                       "weight_only_int8"])
 def test_quantising_after_own_norms_keeps_the_linears_shared(model, tmp_path, quantiser):
     sharing = build_compressor("cross_layer:groups=3,norms=own,epochs=0")
     shared_params = footprint(_compress(sharing, model).model).params
