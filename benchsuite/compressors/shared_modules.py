@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from benchsuite.errors import UsageError
+from benchsuite.quant.surgery import replace_modules
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def module_aliases(model: nn.Module) -> list[Alias]:
     for name, module in model.named_modules(remove_duplicate=False):
         found.setdefault(id(module), []).append(name)
         modules[id(module)] = module
-    groups = [Alias(names, modules[key], [_parent(model, name)[0] for name in names])
+    groups = [Alias(names, modules[key], [_parent(model, name) for name in names])
               for key, names in found.items() if len(names) > 1]
     return sorted(groups, key=lambda alias: (alias.names[0].count("."), alias.names[0]))
 
@@ -55,7 +56,7 @@ def keep_shared(model: nn.Module, aliases: list[Alias], stage: Any) -> nn.Module
     """
     for alias in aliases:
         present = [name for name, parent in zip(alias.names, alias.parents, strict=True)
-                   if _find(model, name) is not None and _parent(model, name)[0] is parent]
+                   if _find(model, name) is not None and _parent(model, name) is parent]
         if len(present) < 2:
             continue  # the stage removed or rebuilt these modules
         modules = [model.get_submodule(name) for name in present]
@@ -69,9 +70,7 @@ def keep_shared(model: nn.Module, aliases: list[Alias], stage: Any) -> nn.Module
                              f"({', '.join(present[1:])}) into different modules, so they would no longer be "
                              f"shared; put {stage.name} before the sharing stage, or share whole layers "
                              "(norms=shared)")
-        for name in present:
-            parent, child = _parent(model, name)
-            setattr(parent, child, new[0])
+        replace_modules(model, present, lambda _old, module=new[0]: module)
     return model
 
 
@@ -88,10 +87,9 @@ def alias_keys(model: nn.Module) -> dict[str, str]:
     return keys
 
 
-def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
-    """The module holding ``name``, and the attribute name in it."""
-    parent, _, child = name.rpartition(".")
-    return model.get_submodule(parent), child
+def _parent(model: nn.Module, name: str) -> nn.Module:
+    """The module holding ``name``."""
+    return model.get_submodule(name.rpartition(".")[0])
 
 
 def _find(model: nn.Module, name: str) -> nn.Module | None:

@@ -34,6 +34,7 @@ from torch import nn
 from benchsuite.compressors.layers import encoder_layers
 from benchsuite.compressors.retrain import ReshapeAndRecover
 from benchsuite.distillation.recovery import RecoveryConfig
+from benchsuite.quant.surgery import replace_modules
 
 INITS = ("average", "first", "middle", "last")
 NORMS = ("shared", "own")  # "own": each depth keeps its LayerNorms, only the Linears are shared
@@ -102,10 +103,8 @@ def share_layers(model: nn.Module, groups: list[list[int]], *, init: str, norms:
 
 def tie_linears(target: nn.Module, source: nn.Module) -> None:
     """Put ``source``'s Linear modules in ``target`` at the same names; everything else stays ``target``'s."""
-    linears = [(name, module) for name, module in source.named_modules() if isinstance(module, nn.Linear)]
-    for name, module in linears:
-        parent, _, child = name.rpartition(".")
-        setattr(target.get_submodule(parent), child, module)
+    for name, module in [(n, m) for n, m in source.named_modules() if isinstance(m, nn.Linear)]:
+        replace_modules(target, [name], lambda _old, module=module: module)
 
 
 def tie_layers(model: nn.Module, groups: list[list[int]], norms: str = "shared") -> None:
