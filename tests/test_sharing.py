@@ -25,6 +25,7 @@ from benchsuite.compressors.share.factorize import (
     svd,
     target_linears,
 )
+from benchsuite.compressors.share.tying import gradual_tying
 from benchsuite.errors import UsageError
 from benchsuite.measure.footprint import disk_size, footprint, saved_size
 from benchsuite.tasks.spec import TrainConfig
@@ -223,6 +224,77 @@ def test_norms_is_a_late_option_so_committed_hashes_hold():
     assert CrossLayerConfig(hidden_weight=1.0, epochs=4.0, groups=3).config_hash() == "595492a160ba"
     assert AlbertConfig(hidden_weight=1.0, epochs=4.0).config_hash() == "7682d3120099"
     assert CrossLayerConfig(norms="own").config_hash() != CrossLayerConfig().config_hash()
+
+
+# --- tie="gradual": pulled together during recovery, tied at tie_at ----------------------------------------
+
+
+def _distance(layers, first: int, name: str) -> float:
+    return (layers[first].get_parameter(name) - layers[first + 1].get_parameter(name)).norm().item()
+
+
+@pytest.mark.parametrize("init", ["average", "first"])
+def test_gradual_tying_follows_the_cubic_ramp_and_ties_at_its_end(model, init):
+    trained = copy.deepcopy(model)
+    layout = {"groups": layer_groups(6, 3)}
+    after_step = gradual_tying(trained, layout, init=init, tie_at=0.5)  # 8 steps: tied after step 4
+    layers, name = _layers(trained), "intermediate.dense.weight"
+    start = _distance(layers, 0, name)
+    anchor = layers[0].get_parameter(name).clone()
+    for step in (1, 2, 3):  # no training between the steps: the distance is the ramp's exactly
+        after_step(step, 8)
+        assert _distance(layers, 0, name) == pytest.approx(start * (1 - step / 4) ** 3, rel=1e-4)
+        assert layers[1] is not layers[0] and "tied_at_step" not in layout
+    if init == "first":  # the picked member is the target: it does not move
+        assert torch.equal(layers[0].get_parameter(name), anchor)
+    after_step(4, 8)
+    assert all(layers[i + 1] is layers[i] for i in (0, 2, 4)) and layout["tied_at_step"] == 4
+    mean = (_layers(model)[0].get_parameter(name) + _layers(model)[1].get_parameter(name)) / 2
+    assert torch.allclose(layers[0].get_parameter(name), mean if init == "average" else anchor, atol=1e-6)
+    after_step(5, 8)  # after T: nothing more
+    assert footprint(trained).params == footprint(model).params - 3 * LAYER_PARAMS
+
+
+def test_gradual_tying_with_own_norms_pulls_and_ties_only_the_linears(model):
+    trained = copy.deepcopy(model)
+    after_step = gradual_tying(trained, {"groups": layer_groups(6, 3), "norms": "own"}, init="average", tie_at=1.0)
+    for step in (1, 2):
+        after_step(step, 2)
+    layers, original = _layers(trained), _layers(model)
+    assert len({id(layer) for layer in layers}) == 6
+    assert all(layers[i + 1].attention.self.key is layers[i].attention.self.key for i in (0, 2, 4))
+    for depth in range(6):  # each depth's LayerNorms untouched
+        assert torch.equal(layers[depth].output.LayerNorm.weight, original[depth].output.LayerNorm.weight)
+
+
+def test_recovery_with_gradual_tying_ends_tied_and_reloads_equal(model, tmp_path):
+    compressor = CrossLayer(CrossLayerConfig(alpha=0.0, groups=3, tie="gradual", epochs=4.0))  # 8 steps
+    result = compressor.compress(copy.deepcopy(model), context=_context(compressor, _features()))
+    result.model.eval()
+    assert result.recovery["steps"] == 8 and result.layout == {"groups": layer_groups(6, 3), "tied_at_step": 4}
+    assert all(_layers(result.model)[i + 1] is _layers(result.model)[i] for i in (0, 2, 4))
+    _, keys = _round_trip(compressor, result, tmp_path)
+    assert {key.split(".")[3] for key in keys if ".encoder.layer." in key} == {"0", "2", "4"}
+
+
+def test_albert_ties_gradually_too(model):
+    compressor = Albert(AlbertConfig(alpha=0.0, embedding_rank=8, tie="gradual", tie_at=0.25, epochs=4.0))
+    result = compressor.compress(copy.deepcopy(model), context=_context(compressor, _features()))
+    assert result.layout["tied_at_step"] == 2
+    assert all(layer is _layers(result.model)[0] for layer in _layers(result.model))
+
+
+def test_tie_is_a_late_option_and_its_values_are_checked():
+    assert CrossLayerConfig(tie="now", groups=3).config_hash() == CrossLayerConfig(groups=3).config_hash()
+    assert CrossLayerConfig(tie="gradual").config_hash() != CrossLayerConfig().config_hash()
+    with pytest.raises(ValueError, match="tie must be one of now, gradual"):
+        CrossLayerConfig.from_params({"tie": "later"})
+    with pytest.raises(ValueError, match=r"tie_at must be in \(0, 1\]"):
+        AlbertConfig.from_params({"tie": "gradual", "tie_at": 0.0})
+    with pytest.raises(ValueError, match="tie_at applies to tie=gradual only"):
+        CrossLayerConfig.from_params({"tie_at": 0.3})
+    with pytest.raises(ValueError, match="epochs=0 runs none"):
+        CrossLayerConfig.from_params({"tie": "gradual", "epochs": 0})
 
 
 # --- a shared module stays shared through the stages after it -------------------------------------------

@@ -12,6 +12,7 @@ after another, reloads tensor for tensor.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 
 import torch
 
@@ -32,8 +33,14 @@ class ReshapeAndRecover(RebuiltCompressor):
     def recovery_description(self, layout: dict) -> str:
         """The progress bar's text for the recovery that follows (``recovering 6 shared layers``)."""
 
+    def during_recovery(self, model: torch.nn.Module, layout: dict) -> Callable[[int, int], None] | None:
+        """What runs after each recovery step (``after_step(step, total)``), for a change made gradually
+        while the model trains rather than all at once before; by default nothing."""
+        return None
+
     def compress(self, model: torch.nn.Module, *, context) -> CompressionResult:
         layout = self.reshape(model, context=context)
         # Hidden-state matching maps student layers evenly onto the teacher's (identity when depths agree).
-        recovery = recover(model, context=context, options=self.config, desc=self.recovery_description(layout))
+        recovery = recover(model, context=context, options=self.config, desc=self.recovery_description(layout),
+                           after_step=self.during_recovery(model, layout))
         return CompressionResult(model, layout=layout, recovery=recovery)

@@ -20,15 +20,17 @@ from benchsuite.compressors.retrain import ReshapeAndRecover
 from benchsuite.compressors.share.cross_layer import (
     check_sharing,
     layer_groups,
-    share_layers,
+    share_now_or_later,
     sharing_layout,
     tie_layers,
+    tying_during_recovery,
 )
 from benchsuite.compressors.share.factorize import (
     check_embedding_rank,
     factorize_embedding,
     factorized_embedding_skeleton,
 )
+from benchsuite.compressors.share.tying import check_tying
 from benchsuite.distillation.recovery import RecoveryConfig
 
 
@@ -38,12 +40,15 @@ class AlbertConfig(RecoveryConfig):
     init: str = "average"  # as cross_layer's: "average", "first", "middle" or "last"
     embedding_rank: int | None = None  # E of the word embedding; None: a third of the hidden size
     norms: str = "shared"  # as cross_layer's: "own" keeps each depth's LayerNorms, sharing only the Linears
+    tie: str = "now"  # as cross_layer's: "gradual" pulls the layers together during recovery, tied at tie_at
+    tie_at: float = 0.5  # as cross_layer's
 
-    LATE_OPTIONS: ClassVar[tuple[str, ...]] = ("norms",)
+    LATE_OPTIONS: ClassVar[tuple[str, ...]] = ("norms", "tie", "tie_at")
 
     def validate(self) -> None:
         super().validate()
         check_sharing(self.groups, self.init, self.norms)
+        check_tying(self.tie, self.tie_at, self.epochs)
         check_embedding_rank("embedding_rank", self.embedding_rank)
 
 
@@ -56,8 +61,11 @@ class Albert(ReshapeAndRecover):
     def reshape(self, model: nn.Module, *, context) -> dict:
         groups = layer_groups(len(encoder_layers(model)), self.config.groups)
         rank = factorize_embedding(model, self.config.embedding_rank, field="embedding_rank")
-        share_layers(model, groups, init=self.config.init, norms=self.config.norms)
+        share_now_or_later(model, groups, self.config)
         return sharing_layout(groups, self.config.norms) | {"embedding_rank": rank}
+
+    def during_recovery(self, model: nn.Module, layout: dict):
+        return tying_during_recovery(model, layout, self.config)
 
     def recovery_description(self, layout: dict) -> str:
         return f"recovering {len(layout['groups'])} shared layer(s) and a rank-{layout['embedding_rank']} embedding"

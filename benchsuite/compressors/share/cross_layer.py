@@ -20,6 +20,10 @@ so each depth can rescale and shift what the shared weights compute (2 x 2 x hid
 depth, 4,608 for all-MiniLM-L6-v2's three shared pairs). Per-layer relaxations of the tying are
 what Bae et al. 2024 ("Relaxed Recursive Transformers") add to recover a shared model; the
 LayerNorms are the cheapest such relaxation.
+
+``tie="gradual"`` does not tie the layers before recovery: each group's layers are pulled together
+step by step while the model recovers and tied in place once equal, after ``tie_at`` of the
+recovery steps (:mod:`~benchsuite.compressors.share.tying`); the saved model is the same.
 """
 
 from __future__ import annotations
@@ -33,8 +37,8 @@ from torch import nn
 
 from benchsuite.compressors.layers import encoder_layers
 from benchsuite.compressors.retrain import ReshapeAndRecover
+from benchsuite.compressors.share.tying import PICKED, check_tying, gradual_tying, tie_layers, tie_linears
 from benchsuite.distillation.recovery import RecoveryConfig
-from benchsuite.quant.surgery import replace_modules
 
 INITS = ("average", "first", "middle", "last")
 NORMS = ("shared", "own")  # "own": each depth keeps its LayerNorms, only the Linears are shared
@@ -56,12 +60,15 @@ class CrossLayerConfig(RecoveryConfig):
     groups: int = 1  # runs of consecutive layers sharing one layer each; 1: all layers share one (ALBERT)
     init: str = "average"  # each shared layer's start: "average" of its group, or its "first", "middle", "last"
     norms: str = "shared"  # "own": each depth keeps its own LayerNorms and shares only the Linears
+    tie: str = "now"  # "gradual": pull each group's layers together during recovery and tie them at tie_at
+    tie_at: float = 0.5  # with tie=gradual: the fraction of recovery steps after which the layers are one
 
-    LATE_OPTIONS: ClassVar[tuple[str, ...]] = ("norms",)
+    LATE_OPTIONS: ClassVar[tuple[str, ...]] = ("norms", "tie", "tie_at")
 
     def validate(self) -> None:
         super().validate()
         check_sharing(self.groups, self.init, self.norms)
+        check_tying(self.tie, self.tie_at, self.epochs)
 
 
 def layer_groups(depth: int, groups: int) -> list[list[int]]:
@@ -72,17 +79,32 @@ def layer_groups(depth: int, groups: int) -> list[list[int]]:
     return [[i for i in range(depth) if i * groups // depth == g] for g in range(groups)]
 
 
-def share_layers(model: nn.Module, groups: list[list[int]], *, init: str, norms: str = "shared") -> None:
-    """Make each group's depths run one layer, started as ``init`` says, in place; with ``norms="own"``,
-    one layer's Linears, each depth keeping its own LayerNorms."""
+def check_shapes(model: nn.Module, groups: list[list[int]]) -> None:
+    """Refuse groups whose layers differ in shape: one layer cannot stand for them all."""
     layers = encoder_layers(model)
     for group in groups:
-        members = [layers[i] for i in group]
-        shapes = [{k: tuple(v.shape) for k, v in member.state_dict().items()} for member in members]
+        shapes = [{k: tuple(v.shape) for k, v in layers[i].state_dict().items()} for i in group]
         if any(shape != shapes[0] for shape in shapes[1:]):
             raise ValueError(f"layers {group} have different shapes (an earlier stage pruned them unevenly: heads or "
                              "ffn), so one layer cannot stand for them all; share the layers first (cross_layer or "
                              "albert before the pruning stage)")
+
+
+def share_now_or_later(model: nn.Module, groups: list[list[int]], config) -> None:
+    """Tie the groups now (``config.tie == "now"``), or only check that they can be tied during recovery."""
+    if config.tie == "now":
+        share_layers(model, groups, init=config.init, norms=config.norms)
+    else:
+        check_shapes(model, groups)
+
+
+def share_layers(model: nn.Module, groups: list[list[int]], *, init: str, norms: str = "shared") -> None:
+    """Make each group's depths run one layer, started as ``init`` says, in place; with ``norms="own"``,
+    one layer's Linears, each depth keeping its own LayerNorms."""
+    check_shapes(model, groups)
+    layers = encoder_layers(model)
+    for group in groups:
+        members = [layers[i] for i in group]
         if init == "average":
             # the copy keeps reading the model's config (not a copy of it): switching the model to eager
             # attention, as attention matching does, must reach the shared layer too
@@ -93,7 +115,7 @@ def share_layers(model: nn.Module, groups: list[list[int]], *, init: str, norms:
                     if tensor.is_floating_point():
                         tensor.copy_(torch.stack([state[key] for state in states]).mean(0))
         else:
-            shared = members[{"first": 0, "middle": (len(members) - 1) // 2, "last": -1}[init]]
+            shared = members[PICKED[init](len(members))]
         for i in group:
             if norms == "own":
                 tie_linears(layers[i], shared)
@@ -101,22 +123,10 @@ def share_layers(model: nn.Module, groups: list[list[int]], *, init: str, norms:
                 layers[i] = shared
 
 
-def tie_linears(target: nn.Module, source: nn.Module) -> None:
-    """Put ``source``'s Linear modules in ``target`` at the same names; everything else stays ``target``'s."""
-    for name, module in [(n, m) for n, m in source.named_modules() if isinstance(m, nn.Linear)]:
-        replace_modules(target, [name], lambda _old, module=module: module)
-
-
-def tie_layers(model: nn.Module, groups: list[list[int]], norms: str = "shared") -> None:
-    """The architecture of :func:`share_layers` (each group's first layer at all its depths, or its Linears
-    with ``norms="own"``), for loading."""
-    layers = encoder_layers(model)
-    for group in groups:
-        for i in group:
-            if norms == "own":
-                tie_linears(layers[i], layers[group[0]])
-            else:
-                layers[i] = layers[group[0]]
+def tying_during_recovery(model: nn.Module, layout: dict, config):
+    """The recovery hook of ``config.tie == "gradual"`` (:func:`~benchsuite.compressors.share.tying.gradual_tying`);
+    None when the layers were tied before recovery."""
+    return gradual_tying(model, layout, init=config.init, tie_at=config.tie_at) if config.tie == "gradual" else None
 
 
 def sharing_layout(groups: list[list[int]], norms: str) -> dict:
@@ -132,11 +142,15 @@ class CrossLayer(ReshapeAndRecover):
 
     def reshape(self, model: nn.Module, *, context) -> dict:
         groups = layer_groups(len(encoder_layers(model)), self.config.groups)
-        share_layers(model, groups, init=self.config.init, norms=self.config.norms)
+        share_now_or_later(model, groups, self.config)
         return sharing_layout(groups, self.config.norms)
 
+    def during_recovery(self, model: nn.Module, layout: dict):
+        return tying_during_recovery(model, layout, self.config)
+
     def recovery_description(self, layout: dict) -> str:
-        return f"recovering {len(layout['groups'])} shared layer(s)"
+        return f"recovering {len(layout['groups'])} {'gradually tied' if self.config.tie == 'gradual' else 'shared'} " \
+               "layer(s)"
 
     def restructure(self, model: nn.Module, layout: dict) -> nn.Module:
         tie_layers(model, layout["groups"], layout.get("norms", "shared"))
