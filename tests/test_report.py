@@ -210,6 +210,22 @@ def test_the_frontier_keeps_exactly_the_undominated_cells():
     assert [x.compressor for x in frontier([a, b, c, d, e])] == ["a", "b", "d", "e"]
 
 
+def test_a_frontier_place_held_only_by_a_speed_lead_inside_the_noise_is_named():
+    from dataclasses import replace  # noqa: PLC0415
+
+    from benchsuite.report.frontier import held_by_noise  # noqa: PLC0415
+    lucky = replace(_cell("lucky", 95.0, 1.01, 50), speedup_q25=1.00, speedup_q75=1.02)
+    better = replace(_cell("better", 97.0, 1.00, 50), speedup_q25=0.99, speedup_q75=1.01)  # ranges overlap
+    clearly_slower = replace(_cell("slow", 98.0, 0.90, 50), speedup_q25=0.89, speedup_q75=0.91)
+    larger = replace(_cell("larger", 99.0, 1.00, 60), speedup_q25=0.99, speedup_q75=1.01)
+    cells = [lucky, better, clearly_slower, larger]
+    assert [c.compressor for c in frontier(cells)] == ["lucky", "better", "slow", "larger"]  # points: all stay
+    assert [c.compressor for c in held_by_noise(lucky, cells)] == ["better"]
+    assert held_by_noise(better, cells) == []  # larger keeps more but is larger: a trade, not noise
+    no_ranges = _cell("bare", 95.0, 1.01, 50)
+    assert held_by_noise(no_ranges, [no_ranges, _cell("b", 97.0, 1.00, 50)]) == []  # no ranges: medians decide
+
+
 def test_a_familys_best_is_its_fastest_cell_that_keeps_accuracy():
     slow_exact = _cell("slow", 99.8, 1.1, 50, family="q", verdict="within noise")
     fast_lossy = _cell("fast", 95.0, 4.0, 20, family="q")

@@ -32,6 +32,35 @@ def frontier(cells: Iterable[Cell]) -> list[Cell]:
     return [c for c, o in scored if not any(dominates(other, o) for _, other in scored)]
 
 
+def speeds_tie(a: Cell, b: Cell) -> bool:
+    """Whether two cells' batch-32 speedups are equal within the noise: their interquartile ranges overlap
+    (without ranges, only equal medians tie)."""
+    ranges = (a.speedup_q25, a.speedup_q75, b.speedup_q25, b.speedup_q75)
+    if any(r is None for r in ranges):
+        return a.speedup == b.speedup
+    return a.speedup_q25 <= b.speedup_q75 and b.speedup_q25 <= a.speedup_q75
+
+
+def held_by_noise(cell: Cell, cells: Iterable[Cell]) -> list[Cell]:
+    """The cells that would dominate ``cell`` if speeds within the noise counted as equal: each keeps at least
+    as much and is at least as small, better on one of the two, and slower than ``cell`` by less than the noise
+    (:func:`speeds_tie`). A frontier cell with any holds its place on a speed difference the run cannot tell
+    from noise."""
+    mine = _objectives(cell)
+    if mine is None:
+        return []
+    out = []
+    for other in cells:
+        theirs = _objectives(other)
+        if other is cell or theirs is None or other.is_baseline:
+            continue
+        retention, size = (theirs[0], mine[0]), (theirs[2], mine[2])
+        if (all(t >= m for t, m in (retention, size)) and any(t > m for t, m in (retention, size))
+                and theirs[1] < mine[1] and speeds_tie(cell, other)):
+            out.append(other)
+    return out
+
+
 def keeps_accuracy(cell: Cell) -> bool:
     kept = cell.retention is not None and (cell.retention >= KEEP or cell.retention_verdict in ("within noise", "gain",
                                                                                                 "reference"))

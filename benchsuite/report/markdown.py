@@ -23,7 +23,7 @@ from benchsuite.report.ablation import ablation_section
 from benchsuite.report.anchors import method_anchors, task_anchor
 from benchsuite.report.cells import Cell, Predictions
 from benchsuite.report.curves import curve_section
-from benchsuite.report.frontier import KEEP, best_of_families, frontier, groups
+from benchsuite.report.frontier import KEEP, best_of_families, frontier, groups, held_by_noise
 from benchsuite.report.sparsity import sparsity_section
 
 DEFINITIONS = f"""\
@@ -96,6 +96,20 @@ def _answer_row(cell: Cell) -> dict[str, Any]:
             "speedup b32": _speed(cell), "speed verdict": cell.speed_verdict or "n/a", "size MB": _size(cell)}
 
 
+def _noise_notes(front: list[Cell], members: list[Cell]) -> list[str]:
+    """A line for each frontier cell whose place rests on a speed difference inside the noise."""
+    lines = []
+    for cell in front:
+        others = held_by_noise(cell, members)
+        if others:
+            names = ", ".join(f"`{o.label}` ({_speed(o)})" for o in others)
+            lines.append(f"- `{cell.label}` ({_speed(cell)}) is on the frontier only by its speed, and that lead is "
+                         f"inside the noise (the interquartile ranges overlap): {names} "
+                         + ("keeps at least as much and is no larger." if len(others) == 1
+                            else "keep at least as much and are no larger."))
+    return [*lines, ""] if lines else []
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
     return pd.DataFrame(rows).to_markdown(index=False)
 
@@ -123,6 +137,7 @@ def answer_first(cells: list[Cell], plots: dict[tuple, Path], out_dir: Path) -> 
         front = [c for c in frontier(members) if not c.is_baseline]
         if front:
             lines += ["Frontier:", "", _table([_answer_row(c) for c in front]), ""]
+            lines += _noise_notes(front, members)
         best = best_of_families(members)
         if best:
             lines += ["Best of each family:", "", _table([_answer_row(c) for c in best.values()]), ""]
