@@ -222,6 +222,8 @@ def test_a_frontier_place_held_only_by_a_speed_lead_inside_the_noise_is_named():
     assert [c.compressor for c in frontier(cells)] == ["lucky", "better", "slow", "larger"]  # points: all stay
     assert [c.compressor for c in held_by_noise(lucky, cells)] == ["better"]
     assert held_by_noise(better, cells) == []  # larger keeps more but is larger: a trade, not noise
+    baseline = replace(_cell("baseline", 100.0, 1.00, 50), speedup_q25=0.99, speedup_q75=1.01)
+    assert held_by_noise(lucky, [lucky, baseline]) == [baseline]  # no smaller, no faster beyond noise: bought nothing
     no_ranges = _cell("bare", 95.0, 1.01, 50)
     assert held_by_noise(no_ranges, [no_ranges, _cell("b", 97.0, 1.00, 50)]) == []  # no ranges: medians decide
 

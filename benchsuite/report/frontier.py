@@ -45,14 +45,14 @@ def held_by_noise(cell: Cell, cells: Iterable[Cell]) -> list[Cell]:
     """The cells that would dominate ``cell`` if speeds within the noise counted as equal: each keeps at least
     as much and is at least as small, better on one of the two, and slower than ``cell`` by less than the noise
     (:func:`speeds_tie`). A frontier cell with any holds its place on a speed difference the run cannot tell
-    from noise."""
+    from noise; when the baseline is one of them, the compression bought nothing the run can tell apart."""
     mine = _objectives(cell)
     if mine is None:
         return []
     out = []
     for other in cells:
         theirs = _objectives(other)
-        if other is cell or theirs is None or other.is_baseline:
+        if other is cell or theirs is None:
             continue
         retention, size = (theirs[0], mine[0]), (theirs[2], mine[2])
         if (all(t >= m for t, m in (retention, size)) and any(t > m for t, m in (retention, size))
