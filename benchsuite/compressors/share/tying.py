@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from benchsuite.compressors.layers import encoder_layers
+from benchsuite.compressors.prune.magnitude import cubic_sparsity
 from benchsuite.quant.surgery import replace_modules
 
 # the member a group's shared layer starts from, by init, given the group's size ("average" starts from all)
@@ -81,33 +82,36 @@ def _shared_parameters(layer: nn.Module, norms: str) -> list[str]:
     return [name for name, _ in layer.named_parameters()]
 
 
+def _target_first(group: list[int], init: str) -> list[int]:
+    """``group`` with the member its shared layer starts from first (the first member for "average")."""
+    k = 0 if init == "average" else PICKED[init](len(group))
+    return [group[k], *group[:k], *group[k + 1:]]
+
+
 def gradual_tying(model: nn.Module, layout: dict, *, init: str, tie_at: float) -> Callable[[int, int], None]:
     """``after_step(step, total)`` for recovery: the pull of each step, and the tying at step T.
 
     It records T in ``layout["tied_at_step"]`` when it ties."""
     groups, norms = layout["groups"], layout.get("norms", "shared")
     layers = encoder_layers(model)
-    names = [_shared_parameters(layers[group[0]], norms) for group in groups]
+    ordered = [_target_first(group, init) for group in groups]
+    # per group of more than one, per shared name: its members' tensors, the target's first
+    pulled = [[[layers[i].get_parameter(name) for i in group] for name in _shared_parameters(layers[group[0]], norms)]
+              for group in ordered if len(group) > 1]
 
     def after_step(step: int, total: int) -> None:
         end = max(1, round(tie_at * total))
         if step > end:
             return
-        kept = ((end - step) / (end - step + 1)) ** 3  # of the distance left after the previous step
+        left = [1 - cubic_sparsity(s, end, 1.0) for s in (step - 1, step)]  # distance left on the cubic ramp
+        kept = left[1] / left[0]  # of the distance left after the previous step
         with torch.no_grad():
-            for group, group_names in zip(groups, names, strict=True):
-                if len(group) == 1:
-                    continue
-                for name in group_names:
-                    tensors = [layers[i].get_parameter(name) for i in group]
-                    target = (torch.stack(tensors).mean(0) if init == "average"
-                              else tensors[PICKED[init](len(group))].clone())
-                    for tensor in tensors:
-                        tensor.copy_(target + kept * (tensor - target))
+            for tensors in (t for group in pulled for t in group):
+                target = torch.stack(tensors).mean(0) if init == "average" else tensors[0].clone()
+                for tensor in tensors:
+                    tensor.copy_(target + kept * (tensor - target))
         if step == end:
-            anchors = [[g[0] if init == "average" else g[PICKED[init](len(g))]] for g in groups]
-            tie_layers(model, [a + [i for i in g if i != a[0]] for a, g in zip(anchors, groups, strict=True)],
-                       norms)
+            tie_layers(model, ordered, norms)
             layout["tied_at_step"] = step
 
     return after_step
