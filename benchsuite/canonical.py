@@ -12,10 +12,12 @@ from typing import Any
 
 
 def canonical_json(obj: Any) -> dict[str, Any]:
-    """``asdict(obj)`` without the fields of ``obj.LATE_OPTIONS`` that hold their default."""
+    """``asdict(obj)`` without the fields of ``LATE_OPTIONS`` that hold their default. A class's
+    ``LATE_OPTIONS`` adds to its bases' (a late option of a shared base is late in every subclass)."""
     data = asdict(obj)
     defaults = {f.name: f.default for f in fields(obj)}
-    for name in getattr(obj, "LATE_OPTIONS", ()):
+    late = {name for klass in type(obj).__mro__ for name in vars(klass).get("LATE_OPTIONS", ())}
+    for name in sorted(late):
         if data[name] == defaults[name]:
             del data[name]
     return data

@@ -69,6 +69,7 @@ def fine_tune(
     after_step: Callable[[int, int], None] | None = None,
     checkpoint_steps: Collection[int] = (),
     checkpoint: Callable[[int, int], dict] | None = None,
+    autocast: torch.dtype | None = None,
 ) -> TrainStats:
     """Train ``model`` in place on ``features`` (inputs plus the labels its forward takes).
 
@@ -77,7 +78,8 @@ def fine_tune(
     after each optimizer step (to re-apply pruning masks, say). ``checkpoint(step, seen)`` runs in eval mode
     after each of ``checkpoint_steps`` (``seen``: the features trained on so far) and returns a row of the
     learning curve; it reads the model only, so the weights are the same with or without it, and its time
-    is left out of ``seconds``.
+    is left out of ``seconds``. ``autocast`` (a dtype) runs each forward pass and loss under autocast to it;
+    backward, the optimizer and the checkpoints stay in the weights' dtype.
     """
     if not features:
         raise ValueError("no training features: the training selection is empty")
@@ -91,6 +93,7 @@ def fine_tune(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.learning_rate,
     )
+    device_type = next(model.parameters()).device.type
     schedule = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
     model.train()
     losses: list[float] = []
@@ -104,7 +107,8 @@ def fine_tune(
                 if step == total:
                     break
                 batch = collate([features[i] for i in index], pad_token_id)
-                loss = loss_fn(model, batch, index) if loss_fn is not None else model(**batch).loss
+                with torch.autocast(device_type, dtype=autocast, enabled=autocast is not None):
+                    loss = loss_fn(model, batch, index) if loss_fn is not None else model(**batch).loss
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()

@@ -175,7 +175,8 @@ def test_hidden_and_attention_matching_train(sst2, tmp_path):
 @pytest.mark.parametrize("options, field", [({"alpha": 1.5}, "alpha"), ({"temperature": 0}, "temperature"),
                                             ({"layers": 0}, "layers"), ({"layers": 2, "keep": (0,)}, "keep"),
                                             ({"hidden_distance": "l1"}, "hidden_distance"),
-                                            ({"epochs": -1}, "epochs")])
+                                            ({"epochs": -1}, "epochs"),
+                                            ({"train_precision": "fp16"}, "train_precision")])
 def test_bad_options_are_refused_by_name(options, field):
     with pytest.raises(ValueError, match=field):
         DistillConfig(**options)
@@ -192,3 +193,42 @@ def test_a_student_deeper_than_its_teacher_is_refused(sst2, tmp_path):
 def test_optional_floats_hash_the_same_however_written():
     assert (DistillConfig.from_params({"epochs": 1}).config_hash()
             == DistillConfig.from_params({"epochs": 1.0}).config_hash())
+
+
+def test_bf16_recovery_trains_fp32_weights_and_is_recorded(sst2, tmp_path):
+    spec, kind, features = sst2
+    teacher = _tiny_classifier(4, seed=0)
+    students = {}
+    for precision in ("fp32", "bf16"):
+        compressor = Distill(DistillConfig(layers=2, hidden_weight=1.0, train_precision=precision))
+        result = compressor.compress(copy.deepcopy(teacher), context=_context(spec, kind, features, teacher, tmp_path))
+        assert result.recovery["train_precision"] == precision and np.isfinite(result.recovery["final_loss"])
+        assert all(p.dtype == torch.float32 for p in result.model.parameters())
+        students[precision] = result.model.state_dict()
+    fp32, bf16 = students["fp32"], students["bf16"]
+    moved = [k for k, v in fp32.items() if v.is_floating_point() and not torch.equal(v, bf16[k])]
+    assert moved  # bf16 forward passes give other gradients, so other weights
+    for k in moved:  # ...but the same training, up to bf16 rounding
+        assert torch.allclose(fp32[k], bf16[k], atol=0.05), k
+
+
+def test_bf16_recovery_warns_where_the_cpu_would_emulate_it(sst2, tmp_path, monkeypatch):
+    import benchsuite.distillation.recovery as recovery
+
+    monkeypatch.setattr(recovery, "cpu_vector_flags", lambda: ["avx", "avx2", "fma"])
+    spec, kind, features = sst2
+    teacher = _tiny_classifier(2, seed=0)
+    with pytest.warns(UserWarning, match="emulated.*drop the option"):
+        Distill(DistillConfig(layers=2, train_precision="bf16")).compress(
+            copy.deepcopy(teacher), context=_context(spec, kind, features, teacher, tmp_path))
+
+
+def test_train_precision_is_late_in_every_recovery_config():
+    from benchsuite.compressors.share.cross_layer import CrossLayerConfig
+
+    for config in (DistillConfig, CrossLayerConfig):  # CrossLayerConfig has late options of its own
+        assert "train_precision" not in config().to_json()["params"]
+        assert config(train_precision="fp32").config_hash() == config().config_hash()
+        bf16 = config(train_precision="bf16")
+        assert bf16.to_json()["params"]["train_precision"] == "bf16" and bf16.config_hash() != config().config_hash()
+        assert config.from_params(bf16.to_json()["params"]) == bf16

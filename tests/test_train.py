@@ -48,3 +48,25 @@ def test_checkpoints_record_the_curve_and_leave_the_weights_unchanged() -> None:
     assert checked.training is False  # fine_tune leaves the model in eval mode
     assert "curve" in stats.to_json() and "curve" not in fine_tune(
         _model(), _features(), cfg=cfg, seed=3, pad_token_id=0).to_json()
+
+
+def test_autocast_covers_each_forward_and_loss_but_not_the_checkpoints() -> None:
+    cfg = TrainConfig(learning_rate=1e-3, epochs=1, batch_size=8)
+    model = _model()
+    seen: dict[str, list] = {"loss": [], "checkpoint": []}
+
+    def loss_fn(m, batch, index):
+        seen["loss"].append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        out = m(**batch)
+        assert out.logits.dtype == torch.bfloat16  # the matmuls ran in bf16
+        return out.loss
+
+    def score(step: int, seen_: int) -> dict:
+        seen["checkpoint"].append(torch.is_autocast_enabled("cpu"))
+        return {}
+
+    fine_tune(model, _features(), cfg=cfg, seed=3, pad_token_id=0, loss_fn=loss_fn, autocast=torch.bfloat16,
+              checkpoint_steps={5}, checkpoint=score)
+    assert seen["loss"] == [(True, torch.bfloat16)] * 5 and seen["checkpoint"] == [False]
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the weights stay fp32
+    assert not torch.is_autocast_enabled("cpu")

@@ -5,6 +5,8 @@
   distribution is follows the output's shape: over classes for a sequence label (GLUE), over
   positions for a span start or end (SQuAD), over classes at each real token (NER). A
   regression head (one output) is matched by mean squared error instead.
+
+Every loss is computed in fp32, whatever the dtype of what it compares (bf16 under autocast).
 * ``hidden_loss``: hidden-state matching (MSE or cosine) over real tokens.
 * ``attention_loss``: TinyBERT's MSE between attention probabilities over real positions.
 """
@@ -22,6 +24,7 @@ def soft_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor |
     """KL(teacher_T || student_T) * T^2; ``mask`` marks real positions of per-token outputs."""
     if student.shape != teacher.shape:
         raise ValueError(f"student output {tuple(student.shape)} and teacher output {tuple(teacher.shape)} differ")
+    student, teacher = student.float(), teacher.float()
     if mask is None and student.shape[-1] == 1:  # a regression head
         return F.mse_loss(student, teacher)
     t = temperature
@@ -44,7 +47,7 @@ def _kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Ten
 
 def hidden_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, *, kind: str) -> torch.Tensor:
     """Distance between hidden states (batch, width, hidden) over the real tokens of ``mask``."""
-    s, t = student[mask], teacher[mask]
+    s, t = student[mask].float(), teacher[mask].float()
     if kind == "cosine":
         return (1 - F.cosine_similarity(s, t, dim=-1)).mean()
     return F.mse_loss(s, t)
@@ -56,4 +59,4 @@ def attention_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Ten
         raise ValueError(f"attention matching needs the same heads: student {tuple(student.shape)}, "
                          f"teacher {tuple(teacher.shape)}")
     pair = (mask[:, None, :, None] & mask[:, None, None, :]).expand_as(student)
-    return F.mse_loss(student[pair], teacher[pair])
+    return F.mse_loss(student[pair].float(), teacher[pair].float())
