@@ -510,3 +510,12 @@ def test_layers_pruned_unevenly_cannot_be_shared_and_the_error_says_what_to_do(m
     layer.intermediate.dense, layer.output.dense = nn.Linear(hidden, 8), nn.Linear(8, hidden)
     with pytest.raises(ValueError, match=r"layers \[0, 1\] have different shapes .* share the layers first"):
         _compress(CrossLayer(CrossLayerConfig(groups=3, epochs=0)), model)
+
+
+def test_the_progress_bar_counts_only_groups_that_share():
+    assert CrossLayer(CrossLayerConfig(groups=3)).recovery_description(
+        {"groups": [[0, 1], [2, 3], [4, 5]]}) == "recovering 3 shared layer(s)"
+    assert CrossLayer(CrossLayerConfig(groups=6)).recovery_description(
+        {"groups": [[i] for i in range(6)]}) == "recovering 6 layer(s), 0 of them shared"
+    assert CrossLayer(CrossLayerConfig(groups=3, tie="gradual", epochs=1)).recovery_description(
+        {"groups": [[0, 1, 2], [3, 4], [5]]}) == "recovering 3 layer(s), 2 of them gradually tied"

@@ -149,8 +149,12 @@ class CrossLayer(ReshapeAndRecover):
         return tying_during_recovery(model, layout, self.config)
 
     def recovery_description(self, layout: dict) -> str:
-        return f"recovering {len(layout['groups'])} {'gradually tied' if self.config.tie == 'gradual' else 'shared'} " \
-               "layer(s)"
+        groups = layout["groups"]
+        shared = sum(len(group) > 1 for group in groups)
+        kind = "gradually tied" if self.config.tie == "gradual" else "shared"
+        if shared == len(groups):
+            return f"recovering {shared} {kind} layer(s)"
+        return f"recovering {len(groups)} layer(s), {shared} of them {kind}"  # groups=6: none shared
 
     def restructure(self, model: nn.Module, layout: dict) -> nn.Module:
         tie_layers(model, layout["groups"], layout.get("norms", "shared"))
