@@ -42,9 +42,10 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.nd
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def collate(features: Sequence[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Pad the features of one batch to its longest member and stack them into tensors."""
-    width = max(len(f["input_ids"]) for f in features)
+def collate(features: Sequence[dict], pad_token_id: int, *, multiple: int = 1) -> dict[str, torch.Tensor]:
+    """Pad the features of one batch to its longest member, rounded up to ``multiple`` tokens, and stack them
+    into tensors."""
+    width = -(-max(len(f["input_ids"]) for f in features) // multiple) * multiple
     batch: dict[str, torch.Tensor] = {}
     for key, first in features[0].items():
         if key.startswith("_"):  # bookkeeping (offsets, example ids) stays out of the model

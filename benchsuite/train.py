@@ -20,6 +20,11 @@ from transformers import get_linear_schedule_with_warmup
 from benchsuite.engine import collate
 from benchsuite.tasks.spec import TrainConfig
 
+# Under autocast on CPU, oneDNN compiles a kernel for each new matmul shape; padding every batch to a multiple of
+# this many tokens leaves a few widths whose kernels are reused. Measured on a 3-layer MiniLM QA student in bf16
+# on the 2-core Sapphire Rapids machine: widths drawn from 120-256 ran 3.9-4.2k tokens/s, one fixed width 5.8-7.0k.
+AUTOCAST_PAD_MULTIPLE = 32
+
 
 @dataclass(frozen=True)
 class TrainStats:
@@ -79,7 +84,8 @@ def fine_tune(
     after each of ``checkpoint_steps`` (``seen``: the features trained on so far) and returns a row of the
     learning curve; it reads the model only, so the weights are the same with or without it, and its time
     is left out of ``seconds``. ``autocast`` (a dtype) runs each forward pass and loss under autocast to it;
-    backward, the optimizer and the checkpoints stay in the weights' dtype.
+    backward, the optimizer and the checkpoints stay in the weights' dtype. Its batches are padded to a multiple
+    of :data:`AUTOCAST_PAD_MULTIPLE` tokens (masked, as any padding is).
     """
     if not features:
         raise ValueError("no training features: the training selection is empty")
@@ -106,7 +112,8 @@ def fine_tune(
             for index in length_grouped_batches(lengths, cfg.batch_size, rng):
                 if step == total:
                     break
-                batch = collate([features[i] for i in index], pad_token_id)
+                batch = collate([features[i] for i in index], pad_token_id, multiple=1 if autocast is None else
+                                AUTOCAST_PAD_MULTIPLE)
                 with torch.autocast(device_type, dtype=autocast, enabled=autocast is not None):
                     loss = loss_fn(model, batch, index) if loss_fn is not None else model(**batch).loss
                 loss.backward()

@@ -57,6 +57,7 @@ def test_autocast_covers_each_forward_and_loss_but_not_the_checkpoints() -> None
 
     def loss_fn(m, batch, index):
         seen["loss"].append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        assert batch["input_ids"].shape[1] == 32  # features of 4-10 tokens, padded to the autocast multiple
         out = m(**batch)
         assert out.logits.dtype == torch.bfloat16  # the matmuls ran in bf16
         return out.loss

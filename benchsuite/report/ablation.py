@@ -12,6 +12,7 @@ cannot. Pipelines are left out (a stage's ablation would have to match the other
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -36,20 +37,41 @@ def _recipe(params: dict[str, Any]) -> tuple:
     return tuple(sorted((k, repr(v)) for k, v in params.items() if k not in SIGNAL and k not in IGNORED))
 
 
-def ablation_pairs(records: list[tuple[Record, str]]) -> list[tuple[tuple[Record, str], tuple[Record, str]]]:
-    """(distilled, ablation) pairs, each a (record, path), in path order of the distilled one."""
-    ablations: dict[tuple, tuple[Record, str]] = {}
-    distilled = []
+def variant_pairs(records: list[tuple[Record, str]], *, reference: Callable[[dict[str, Any]], bool],
+                  recipe: Callable[[dict[str, Any]], tuple]) -> list[tuple[tuple[Record, str], tuple[Record, str]]]:
+    """(variant, reference) pairs, each a (record, path), in path order of the variant: cells of one compressor
+    in one experiment on one machine whose options share ``recipe``, the second with ``reference`` options."""
+    references: dict[tuple, tuple[Record, str]] = {}
+    variants = []
     for record, path in sorted(records, key=lambda x: x[1]):
         params = _params(record) if record.status == "ok" and record.primary_score is not None else None
         if params is None:
             continue
-        place = (baseline_key(record), record.compressor.name, _recipe(params))
-        if all(params.get(k, v) == v for k, v in SIGNAL.items()):
-            ablations.setdefault(place, (record, path))
+        place = (baseline_key(record), record.compressor.name, recipe(params))
+        if reference(params):
+            references.setdefault(place, (record, path))
         else:
-            distilled.append((place, (record, path)))
-    return [(pair, ablations[place]) for place, pair in distilled if place in ablations]
+            variants.append((place, (record, path)))
+    return [(pair, references[place]) for place, pair in variants if place in references]
+
+
+def ablation_pairs(records: list[tuple[Record, str]]) -> list[tuple[tuple[Record, str], tuple[Record, str]]]:
+    """(distilled, ablation) pairs, each a (record, path), in path order of the distilled one."""
+    return variant_pairs(records, reference=lambda params: all(params.get(k, v) == v for k, v in SIGNAL.items()),
+                         recipe=_recipe)
+
+
+def paired_difference(predictions: Predictions, pair: tuple[Record, str], other: tuple[Record, str],
+                      difference: float) -> tuple[str, bootstrap.Interval | None]:
+    """``difference`` (the first's score minus the other's) with its paired 95% interval, as a table shows it,
+    and the interval (None where the two did not answer the same evaluation units)."""
+    ours, theirs = predictions.statistic(*pair), predictions.statistic(*other)
+    interval = (bootstrap.difference_interval(ours, theirs)
+                if ours is not None and theirs is not None and set(ours.keys) == set(theirs.keys) else None)
+    text = f"{difference:+.2f}"
+    if interval is not None:
+        text += f" [{interval.low:+.2f} to {interval.high:+.2f}]"
+    return text, interval
 
 
 def _verdict(interval: bootstrap.Interval | None) -> str:
@@ -71,12 +93,8 @@ def ablation_section(records: list[tuple[Record, str]], cells: list[Cell], predi
     grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for (record, path), (hard, hard_path) in pairs:
         cell, hard_cell = by_path[path], by_path[hard_path]
-        ours, theirs = predictions.statistic(record, path), predictions.statistic(hard, hard_path)
-        interval = (bootstrap.difference_interval(ours, theirs)
-                    if ours is not None and theirs is not None and set(ours.keys) == set(theirs.keys) else None)
-        difference = f"{cell.score - hard_cell.score:+.2f}"
-        if interval is not None:
-            difference += f" [{interval.low:+.2f} to {interval.high:+.2f}]"
+        difference, interval = paired_difference(predictions, (record, path), (hard, hard_path),
+                                                 cell.score - hard_cell.score)
         grouped[cell.task].append({
             "with the teacher": f"`{cell.label}`", "score": f"{cell.score:.2f}",
             "retention %": f"{cell.retention:.1f}" if cell.retention is not None else "n/a",

@@ -2,8 +2,8 @@
 
 Top: for each task and machine, the frontier (cells no other cell beats on retention, speed and
 size at once) and each family's best configuration, with their verdicts and plots; then the learning
-curves, the pruned cells of each task by the sparsity they reached, and each distilled cell against its
-hard-label ablation. Then, per
+curves, the pruned cells of each task by the sparsity they reached, each distilled cell against its
+hard-label ablation, and each cell recovered in bf16 against the same in fp32. Then, per
 task and machine, two tables that fit on a screen: scores (with bootstrap intervals and the
 paired retention interval) and size, memory and speed. It renders from records and
 :class:`~benchsuite.report.cells.Cell` rows only; no compressor or plugin is imported.
@@ -24,6 +24,7 @@ from benchsuite.report.anchors import method_anchors, task_anchor
 from benchsuite.report.cells import Cell, Predictions
 from benchsuite.report.curves import curve_section
 from benchsuite.report.frontier import KEEP, best_of_families, frontier, groups, held_by_noise
+from benchsuite.report.precision import precision_section
 from benchsuite.report.sparsity import sparsity_section
 
 DEFINITIONS = f"""\
@@ -168,6 +169,7 @@ def render(preset: str, records: list[tuple[Record, str]], cells: list[Cell], pl
     lines += sparsity_section(records, cells, out_dir, out_dir / preset if draw else None)
     if predictions is not None:
         lines += ablation_section(records, cells, predictions)
+        lines += precision_section(records, cells, predictions)
     lines += ["## Definitions", "", DEFINITIONS, ""]
     anchors = method_anchors({c.family for c in cells})
     if anchors:

@@ -1,0 +1,67 @@
+"""What recovering in bf16 costs: each cell trained with ``train_precision=bf16`` against the same cell in fp32.
+
+Two cells pair when they are of one compressor in one experiment on one machine and their options differ in
+``train_precision`` alone. Both models answered the same evaluation units, so the score difference gets a
+paired 95% bootstrap interval, as the hard-label ablation does; beside it, the seconds each recovery took
+(checkpoints left out), measured on the same machine, so their ratio is what bf16 saved there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from benchsuite.records import Record
+from benchsuite.report.ablation import paired_difference, variant_pairs
+from benchsuite.report.cells import Cell, Predictions
+
+OPTION = "train_precision"
+
+
+def precision_pairs(records: list[tuple[Record, str]]) -> list[tuple[tuple[Record, str], tuple[Record, str]]]:
+    """(bf16, fp32) pairs, each a (record, path)."""
+    return variant_pairs(records, reference=lambda params: params.get(OPTION, "fp32") == "fp32",
+                         recipe=lambda params: tuple(sorted((k, repr(v)) for k, v in params.items() if k != OPTION)))
+
+
+def _verdict(interval) -> str:
+    if interval is None:
+        return "n/a"
+    if interval.low > 0:
+        return "bf16 scores higher"
+    if interval.high < 0:
+        return "bf16 scores lower"
+    return "no measurable difference"
+
+
+def _seconds(record: Record) -> float | None:
+    recovery = record.compressor.recovery or {}
+    return recovery.get("seconds")
+
+
+def precision_section(records: list[tuple[Record, str]], cells: list[Cell], predictions: Predictions) -> list[str]:
+    """The Markdown section (empty without a pair)."""
+    pairs = precision_pairs(records)
+    if not pairs:
+        return []
+    by_path = {c.record: c for c in cells}
+    rows: list[dict[str, Any]] = []
+    for (record, path), (fp32, fp32_path) in pairs:
+        cell, fp32_cell = by_path[path], by_path[fp32_path]
+        difference, interval = paired_difference(predictions, (record, path), (fp32, fp32_path),
+                                                 cell.score - fp32_cell.score)
+        fast, slow = _seconds(record), _seconds(fp32)
+        rows.append({
+            "task": cell.task, "recovered in bf16": f"`{cell.label}`", "score": f"{cell.score:.2f}",
+            "in fp32": f"`{fp32_cell.label}`", "its score": f"{fp32_cell.score:.2f}",
+            "difference [paired 95%]": difference, "verdict": _verdict(interval),
+            "recovery seconds, fp32 / bf16": (f"{slow:,.0f} / {fast:,.0f} ({slow / fast:.2f}x)" if fast and slow
+                                              else "n/a"),
+            "machine": cell.machine})
+    return ["## Recovery in bf16 against fp32", "",
+            "Each cell whose recovery ran its forward passes under bf16 autocast (`train_precision=bf16`) beside",
+            "the same compressor and options recovered in fp32, in the same experiment on the same machine. The",
+            "difference is the first's score minus the second's, with a paired 95% bootstrap interval over the",
+            "evaluation units both answered; the seconds are each recovery's own training time.", "",
+            pd.DataFrame(rows).to_markdown(index=False), ""]

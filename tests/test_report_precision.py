@@ -1,0 +1,71 @@
+"""The report's precision section: a cell recovered in bf16 beside the same options recovered in fp32, paired."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from benchsuite.records import read_record
+from benchsuite.report import bootstrap, write_reports
+from benchsuite.report.precision import precision_pairs
+from tests.test_report import MRPC, results  # noqa: F401 (the fixture)
+from tests.test_report_ablation import HARD, _add
+
+SOFT = "distill-1243b599add5"  # the fixture's distill cell, recovered in fp32
+BF16 = "distill-b16b16b16b16"  # a copy of it marked as recovered in bf16, answering as the hard-label cell did
+
+
+def _add_bf16(results_dir) -> None:
+    """The fp32 cell's record as a bf16 cell's: a test of the pairing and the arithmetic, not a measurement."""
+    folder = results_dir / "quick" / "mrpc" / "all-MiniLM-L6-v2"
+    data = json.loads((folder / f"{SOFT}.json").read_text())
+    data["compressor"]["config"]["params"]["train_precision"] = "bf16"
+    data["compressor"]["changed"] = {"train_precision": "bf16"}
+    data["compressor"]["recovery"]["seconds"] = data["compressor"]["recovery"]["seconds"] / 2
+    data["key"], data["predictions_file"] = BF16.split("-")[1], f"{BF16}.predictions.jsonl"
+    data["primary_score"] = read_record(MRPC / f"{HARD}.json").primary_score
+    data["scores"] = read_record(MRPC / f"{HARD}.json").scores
+    (folder / f"{BF16}.json").write_text(json.dumps(data))
+    shutil.copy(MRPC / f"{HARD}.predictions.jsonl", folder / f"{BF16}.predictions.jsonl")
+
+
+def test_a_bf16_cell_meets_its_fp32_twin_and_nothing_else(results):  # noqa: F811
+    _add(results, HARD)  # same compressor, other options: not a twin
+    _add_bf16(results)
+    folder = results / "quick" / "mrpc" / "all-MiniLM-L6-v2"
+    loaded = [(read_record(p), p.name) for p in sorted(folder.glob("*.json"))]
+    assert [(a[1], b[1]) for a, b in precision_pairs(loaded)] == [(f"{BF16}.json", f"{SOFT}.json")]
+
+
+def test_the_section_gives_the_paired_difference_and_the_recovery_seconds(results, tmp_path):  # noqa: F811
+    _add_bf16(results)
+    write_reports(results, tmp_path / "out", plots=False)
+    text = (tmp_path / "out" / "quick.md").read_text()
+    section = text[text.index("## Recovery in bf16 against fp32"):]
+    section = section[:section.index("\n## ", 5)]
+    rows = [[part.strip() for part in line.split("|")[1:-1]] for line in section.splitlines()
+            if line.startswith("| mrpc")]
+    assert len(rows) == 1
+    row = rows[0]
+
+    def stat(stem):
+        lines = (MRPC / f"{stem}.predictions.jsonl").read_text().splitlines()
+        return bootstrap.statistic("classification", "f1", [json.loads(line) for line in lines])
+
+    fp32 = read_record(MRPC / f"{SOFT}.json")
+    bf16 = read_record(MRPC / f"{HARD}.json")  # what the copy answered
+    interval = bootstrap.difference_interval(stat(HARD), stat(SOFT))
+    assert row[1] == "`distill:train_precision=bf16`" and row[3] == "`distill`"
+    assert float(row[2]) == pytest.approx(bf16.primary_score, abs=0.005)
+    assert row[5] == (f"{bf16.primary_score - fp32.primary_score:+.2f} "
+                      f"[{interval.low:+.2f} to {interval.high:+.2f}]")
+    assert row[6] == "no measurable difference"
+    seconds = fp32.compressor.recovery["seconds"]
+    assert row[7] == f"{seconds:,.0f} / {seconds / 2:,.0f} (2.00x)"
+
+
+def test_no_bf16_cell_no_section(results, tmp_path):  # noqa: F811
+    write_reports(results, tmp_path / "out", plots=False)
+    assert "Recovery in bf16" not in (tmp_path / "out" / "quick.md").read_text()
