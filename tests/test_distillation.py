@@ -232,3 +232,26 @@ def test_train_precision_is_late_in_every_recovery_config():
         bf16 = config(train_precision="bf16")
         assert bf16.to_json()["params"]["train_precision"] == "bf16" and bf16.config_hash() != config().config_hash()
         assert config.from_params(bf16.to_json()["params"]) == bf16
+
+
+def test_attention_dropout_is_replaced_during_recovery_only(sst2, tmp_path):
+    from benchsuite.distillation import recovery
+
+    spec, kind, features = sst2
+    teacher = _tiny_classifier(2, seed=0)
+    student = copy.deepcopy(teacher)
+    dropouts = [m for name, m in student.named_modules() if name.endswith("attention.self.dropout")]
+    assert len(dropouts) == 2 and {m.p for m in dropouts} == {student.config.attention_probs_dropout_prob} != {0.0}
+    during = []
+    result = recovery.recover(student, context=_context(spec, kind, features, teacher, tmp_path),
+                              options=DistillConfig(attention_dropout=0.0), desc="test",
+                              after_step=lambda step, total: during.append({m.p for m in dropouts}))
+    assert during and all(ps == {0.0} for ps in during)
+    assert {m.p for m in dropouts} == {student.config.attention_probs_dropout_prob}  # the model's own again
+    assert result["attention_dropout"] == 0.0
+    with pytest.raises(ValueError, match="no BERT-style attention dropout"):
+        recovery.recover(torch.nn.Sequential(torch.nn.Linear(2, 2)), context=_context(
+            spec, kind, features, teacher, tmp_path), options=DistillConfig(attention_dropout=0.0), desc="test")
+    with pytest.raises(ValueError, match="attention_dropout"):
+        DistillConfig(attention_dropout=1.0)
+    assert "attention_dropout" not in DistillConfig().to_json()["params"]

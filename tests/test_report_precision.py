@@ -1,4 +1,4 @@
-"""The report's precision section: a cell recovered in bf16 beside the same options recovered in fp32, paired."""
+"""The report's faster-recovery section: a cell recovered in bf16 beside the same options recovered by default."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def test_the_section_gives_the_paired_difference_and_the_recovery_seconds(result
     _add_bf16(results)
     write_reports(results, tmp_path / "out", plots=False)
     text = (tmp_path / "out" / "quick.md").read_text()
-    section = text[text.index("## Recovery in bf16 against fp32"):]
+    section = text[text.index("## Faster recovery against the default recipe"):]
     section = section[:section.index("\n## ", 5)]
     rows = [[part.strip() for part in line.split("|")[1:-1]] for line in section.splitlines()
             if line.startswith("| mrpc")]
@@ -68,4 +68,4 @@ def test_the_section_gives_the_paired_difference_and_the_recovery_seconds(result
 
 def test_no_bf16_cell_no_section(results, tmp_path):  # noqa: F811
     write_reports(results, tmp_path / "out", plots=False)
-    assert "Recovery in bf16" not in (tmp_path / "out" / "quick.md").read_text()
+    assert "Faster recovery" not in (tmp_path / "out" / "quick.md").read_text()

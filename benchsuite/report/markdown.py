@@ -3,7 +3,7 @@
 Top: for each task and machine, the frontier (cells no other cell beats on retention, speed and
 size at once) and each family's best configuration, with their verdicts and plots; then the learning
 curves, the pruned cells of each task by the sparsity they reached, each distilled cell against its
-hard-label ablation, and each cell recovered in bf16 against the same in fp32. Then, per
+hard-label ablation, and each cell recovered faster (bf16, attention dropout) against the default. Then, per
 task and machine, two tables that fit on a screen: scores (with bootstrap intervals and the
 paired retention interval) and size, memory and speed. It renders from records and
 :class:`~benchsuite.report.cells.Cell` rows only; no compressor or plugin is imported.
