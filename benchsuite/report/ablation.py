@@ -74,13 +74,14 @@ def paired_difference(predictions: Predictions, pair: tuple[Record, str], other:
     return text, interval
 
 
-def _verdict(interval: bootstrap.Interval | None) -> str:
+def difference_verdict(interval: bootstrap.Interval | None, *, higher: str, lower: str) -> str:
+    """``higher`` where the paired interval lies above 0, ``lower`` where below, else no measurable difference."""
     if interval is None:
         return "n/a"
     if interval.low > 0:
-        return "the teacher helps"
+        return higher
     if interval.high < 0:
-        return "the teacher hurts"
+        return lower
     return "no measurable difference"
 
 
@@ -100,7 +101,9 @@ def ablation_section(records: list[tuple[Record, str]], cells: list[Cell], predi
             "retention %": f"{cell.retention:.1f}" if cell.retention is not None else "n/a",
             "hard labels only": f"`{hard_cell.label}`", "its score": f"{hard_cell.score:.2f}",
             "its retention %": f"{hard_cell.retention:.1f}" if hard_cell.retention is not None else "n/a",
-            "difference [paired 95%]": difference, "verdict": _verdict(interval), "machine": cell.machine})
+            "difference [paired 95%]": difference,
+            "verdict": difference_verdict(interval, higher="the teacher helps", lower="the teacher hurts"),
+            "machine": cell.machine})
     lines = ["## Distillation against its hard-label ablation", "",
              "Each cell trained with a teacher's signal (soft targets, hidden-state or attention matching) beside the",
              "same compressor and options trained on the hard labels alone, in the same experiment on the same",

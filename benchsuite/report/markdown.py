@@ -23,8 +23,8 @@ from benchsuite.report.ablation import ablation_section
 from benchsuite.report.anchors import method_anchors, task_anchor
 from benchsuite.report.cells import Cell, Predictions
 from benchsuite.report.curves import curve_section
+from benchsuite.report.faster import faster_section
 from benchsuite.report.frontier import KEEP, best_of_families, frontier, groups, held_by_noise
-from benchsuite.report.precision import precision_section
 from benchsuite.report.sparsity import sparsity_section
 
 DEFINITIONS = f"""\
@@ -169,7 +169,7 @@ def render(preset: str, records: list[tuple[Record, str]], cells: list[Cell], pl
     lines += sparsity_section(records, cells, out_dir, out_dir / preset if draw else None)
     if predictions is not None:
         lines += ablation_section(records, cells, predictions)
-        lines += precision_section(records, cells, predictions)
+        lines += faster_section(records, cells, predictions)
     lines += ["## Definitions", "", DEFINITIONS, ""]
     anchors = method_anchors({c.family for c in cells})
     if anchors:

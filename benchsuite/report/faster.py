@@ -14,26 +14,16 @@ from typing import Any
 import pandas as pd
 
 from benchsuite.records import Record
-from benchsuite.report.ablation import paired_difference, variant_pairs
+from benchsuite.report.ablation import difference_verdict, paired_difference, variant_pairs
 from benchsuite.report.cells import Cell, Predictions
 
 FAST = {"train_precision": "fp32", "attention_dropout": None}  # the options, at their defaults
 
 
-def precision_pairs(records: list[tuple[Record, str]]) -> list[tuple[tuple[Record, str], tuple[Record, str]]]:
+def faster_pairs(records: list[tuple[Record, str]]) -> list[tuple[tuple[Record, str], tuple[Record, str]]]:
     """(faster, default) pairs, each a (record, path)."""
     return variant_pairs(records, reference=lambda params: all(params.get(k, v) == v for k, v in FAST.items()),
                          recipe=lambda params: tuple(sorted((k, repr(v)) for k, v in params.items() if k not in FAST)))
-
-
-def _verdict(interval) -> str:
-    if interval is None:
-        return "n/a"
-    if interval.low > 0:
-        return "the faster recipe scores higher"
-    if interval.high < 0:
-        return "the faster recipe scores lower"
-    return "no measurable difference"
 
 
 def _seconds(record: Record) -> float | None:
@@ -41,22 +31,24 @@ def _seconds(record: Record) -> float | None:
     return recovery.get("seconds")
 
 
-def precision_section(records: list[tuple[Record, str]], cells: list[Cell], predictions: Predictions) -> list[str]:
+def faster_section(records: list[tuple[Record, str]], cells: list[Cell], predictions: Predictions) -> list[str]:
     """The Markdown section (empty without a pair)."""
-    pairs = precision_pairs(records)
+    pairs = faster_pairs(records)
     if not pairs:
         return []
     by_path = {c.record: c for c in cells}
     rows: list[dict[str, Any]] = []
-    for (record, path), (fp32, fp32_path) in pairs:
-        cell, fp32_cell = by_path[path], by_path[fp32_path]
-        difference, interval = paired_difference(predictions, (record, path), (fp32, fp32_path),
-                                                 cell.score - fp32_cell.score)
-        fast, slow = _seconds(record), _seconds(fp32)
+    for (record, path), (default, default_path) in pairs:
+        cell, default_cell = by_path[path], by_path[default_path]
+        difference, interval = paired_difference(predictions, (record, path), (default, default_path),
+                                                 cell.score - default_cell.score)
+        fast, slow = _seconds(record), _seconds(default)
         rows.append({
             "task": cell.task, "recovered faster": f"`{cell.label}`", "score": f"{cell.score:.2f}",
-            "by default": f"`{fp32_cell.label}`", "its score": f"{fp32_cell.score:.2f}",
-            "difference [paired 95%]": difference, "verdict": _verdict(interval),
+            "by default": f"`{default_cell.label}`", "its score": f"{default_cell.score:.2f}",
+            "difference [paired 95%]": difference,
+            "verdict": difference_verdict(interval, higher="the faster recipe scores higher",
+                                          lower="the faster recipe scores lower"),
             "recovery seconds, default / faster": (f"{slow:,.0f} / {fast:,.0f} ({slow / fast:.2f}x)"
                                                    if fast and slow else "n/a"),
             "machine": cell.machine})

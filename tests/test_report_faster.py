@@ -9,7 +9,7 @@ import pytest
 
 from benchsuite.records import read_record
 from benchsuite.report import bootstrap, write_reports
-from benchsuite.report.precision import precision_pairs
+from benchsuite.report.faster import faster_pairs
 from tests.test_report import MRPC, results  # noqa: F401 (the fixture)
 from tests.test_report_ablation import HARD, _add
 
@@ -17,26 +17,32 @@ SOFT = "distill-1243b599add5"  # the fixture's distill cell, recovered in fp32
 BF16 = "distill-b16b16b16b16"  # a copy of it marked as recovered in bf16, answering as the hard-label cell did
 
 
-def _add_bf16(results_dir) -> None:
-    """The fp32 cell's record as a bf16 cell's: a test of the pairing and the arithmetic, not a measurement."""
+def _add_bf16(results_dir, stem: str = BF16, options: dict | None = None) -> None:
+    """The fp32 cell's record as one recovered faster (``options``, bf16 by default): a test of the pairing and
+    the arithmetic, not a measurement."""
+    options = options or {"train_precision": "bf16"}
     folder = results_dir / "quick" / "mrpc" / "all-MiniLM-L6-v2"
     data = json.loads((folder / f"{SOFT}.json").read_text())
-    data["compressor"]["config"]["params"]["train_precision"] = "bf16"
-    data["compressor"]["changed"] = {"train_precision": "bf16"}
+    data["compressor"]["config"]["params"].update(options)
+    data["compressor"]["changed"] = options
     data["compressor"]["recovery"]["seconds"] = data["compressor"]["recovery"]["seconds"] / 2
-    data["key"], data["predictions_file"] = BF16.split("-")[1], f"{BF16}.predictions.jsonl"
+    data["key"], data["predictions_file"] = stem.split("-")[1], f"{stem}.predictions.jsonl"
     data["primary_score"] = read_record(MRPC / f"{HARD}.json").primary_score
     data["scores"] = read_record(MRPC / f"{HARD}.json").scores
-    (folder / f"{BF16}.json").write_text(json.dumps(data))
-    shutil.copy(MRPC / f"{HARD}.predictions.jsonl", folder / f"{BF16}.predictions.jsonl")
+    (folder / f"{stem}.json").write_text(json.dumps(data))
+    shutil.copy(MRPC / f"{HARD}.predictions.jsonl", folder / f"{stem}.predictions.jsonl")
 
 
-def test_a_bf16_cell_meets_its_fp32_twin_and_nothing_else(results):  # noqa: F811
+def test_a_faster_cell_meets_its_default_twin_and_nothing_else(results):  # noqa: F811
     _add(results, HARD)  # same compressor, other options: not a twin
     _add_bf16(results)
+    _add_bf16(results, "distill-ad0ad0ad0ad0", {"attention_dropout": 0.0})
+    _add_bf16(results, "distill-b0b0b0b0b0b0", {"train_precision": "bf16", "attention_dropout": 0.0})
     folder = results / "quick" / "mrpc" / "all-MiniLM-L6-v2"
     loaded = [(read_record(p), p.name) for p in sorted(folder.glob("*.json"))]
-    assert [(a[1], b[1]) for a, b in precision_pairs(loaded)] == [(f"{BF16}.json", f"{SOFT}.json")]
+    assert [(a[1], b[1]) for a, b in faster_pairs(loaded)] == [
+        ("distill-ad0ad0ad0ad0.json", f"{SOFT}.json"), ("distill-b0b0b0b0b0b0.json", f"{SOFT}.json"),
+        (f"{BF16}.json", f"{SOFT}.json")]
 
 
 def test_the_section_gives_the_paired_difference_and_the_recovery_seconds(results, tmp_path):  # noqa: F811
@@ -66,6 +72,6 @@ def test_the_section_gives_the_paired_difference_and_the_recovery_seconds(result
     assert row[7] == f"{seconds:,.0f} / {seconds / 2:,.0f} (2.00x)"
 
 
-def test_no_bf16_cell_no_section(results, tmp_path):  # noqa: F811
+def test_no_faster_cell_no_section(results, tmp_path):  # noqa: F811
     write_reports(results, tmp_path / "out", plots=False)
     assert "Faster recovery" not in (tmp_path / "out" / "quick.md").read_text()
