@@ -5,10 +5,10 @@
   distribution is follows the output's shape: over classes for a sequence label (GLUE), over
   positions for a span start or end (SQuAD), over classes at each real token (NER). A
   regression head (one output) is matched by mean squared error instead.
-
-Every loss is computed in fp32, whatever the dtype of what it compares (bf16 under autocast).
 * ``hidden_loss``: hidden-state matching (MSE or cosine) over real tokens.
 * ``attention_loss``: TinyBERT's MSE between attention probabilities over real positions.
+
+Every loss is computed in fp32, whatever the dtype of what it compares (bf16 under autocast).
 """
 
 from __future__ import annotations
