@@ -16,9 +16,7 @@ never the default, and the run warns.
 
 ``attention_dropout`` replaces the model's dropout on attention probabilities during recovery (the saved
 model keeps its own). With dropout there, torch's CPU attention runs its unfused path; at 0 its fused
-kernel runs. A 3-layer MiniLM student's training step (32 x 256 tokens, the model's other dropouts on), on
-the 2-core Sapphire Rapids machine: 4.2 s in fp32, 3.2 s in bf16, 2.3 s in fp32 at ``attention_dropout=0``
-and 1.4 s with both.
+kernel runs. ``benchmarks/recovery_step.py`` times both options on this machine.
 """
 
 from __future__ import annotations
