@@ -101,6 +101,7 @@ def fine_tune(
         lr=cfg.learning_rate,
     )
     device_type = next(model.parameters()).device.type
+    pad_multiple = 1 if autocast is None else AUTOCAST_PAD_MULTIPLE
     schedule = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
     model.train()
     losses: list[float] = []
@@ -113,8 +114,7 @@ def fine_tune(
             for index in length_grouped_batches(lengths, cfg.batch_size, rng):
                 if step == total:
                     break
-                batch = collate([features[i] for i in index], pad_token_id, multiple=1 if autocast is None else
-                                AUTOCAST_PAD_MULTIPLE)
+                batch = collate([features[i] for i in index], pad_token_id, multiple=pad_multiple)
                 with torch.autocast(device_type, dtype=autocast, enabled=autocast is not None):
                     loss = loss_fn(model, batch, index) if loss_fn is not None else model(**batch).loss
                 loss.backward()
