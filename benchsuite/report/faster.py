@@ -44,12 +44,12 @@ def faster_section(records: list[tuple[Record, str]], cells: list[Cell], predict
                                                  cell.score - default_cell.score)
         fast, slow = _seconds(record), _seconds(default)
         rows.append({
-            "task": cell.task, "recovered faster": f"`{cell.label}`", "score": f"{cell.score:.2f}",
+            "task": cell.task, "with the speed options": f"`{cell.label}`", "score": f"{cell.score:.2f}",
             "by default": f"`{default_cell.label}`", "its score": f"{default_cell.score:.2f}",
             "difference [paired 95%]": difference,
             "verdict": difference_verdict(interval, higher="the faster recipe scores higher",
                                           lower="the faster recipe scores lower"),
-            "recovery seconds, default / faster": (f"{slow:,.0f} / {fast:,.0f} ({slow / fast:.2f}x)"
+            "recovery seconds, default / with the options": (f"{slow:,.0f} / {fast:,.0f} ({slow / fast:.2f}x)"
                                                    if fast and slow else "n/a"),
             "machine": cell.machine})
     return ["## Faster recovery against the default recipe", "",
@@ -57,5 +57,6 @@ def faster_section(records: list[tuple[Record, str]], cells: list[Cell], predict
             "another dropout on attention probabilities (`attention_dropout`) beside the same compressor and options",
             "recovered by default (fp32, the model's own dropout), in the same experiment on the same machine. The",
             "difference is the first's score minus the second's, with a paired 95% bootstrap interval over the",
-            "evaluation units both answered; the seconds are each recovery's own training time.", "",
+            "evaluation units both answered; the seconds are each recovery's own training time, and their ratio says",
+            "whether the options paid on that task and machine.", "",
             pd.DataFrame(rows).to_markdown(index=False), ""]
