@@ -32,9 +32,14 @@ def _params(record: Record) -> dict[str, Any] | None:
     return params if "alpha" in params else None
 
 
-def _recipe(params: dict[str, Any]) -> tuple:
-    """The options apart from the distillation signal: what a cell and its ablation share."""
-    return tuple(sorted((k, repr(v)) for k, v in params.items() if k not in SIGNAL and k not in IGNORED))
+def options_except(params: dict[str, Any], names) -> tuple:
+    """The options other than ``names``, hashable: what two cells of a pair share."""
+    return tuple(sorted((k, repr(v)) for k, v in params.items() if k not in names))
+
+
+def at_values(params: dict[str, Any], values: dict[str, Any]) -> bool:
+    """Whether each option of ``values`` holds its value there (an option left out holds it)."""
+    return all(params.get(k, v) == v for k, v in values.items())
 
 
 def variant_pairs(records: list[tuple[Record, str]], *, reference: Callable[[dict[str, Any]], bool],
@@ -57,8 +62,8 @@ def variant_pairs(records: list[tuple[Record, str]], *, reference: Callable[[dic
 
 def ablation_pairs(records: list[tuple[Record, str]]) -> list[tuple[tuple[Record, str], tuple[Record, str]]]:
     """(distilled, ablation) pairs, each a (record, path), in path order of the distilled one."""
-    return variant_pairs(records, reference=lambda params: all(params.get(k, v) == v for k, v in SIGNAL.items()),
-                         recipe=_recipe)
+    return variant_pairs(records, reference=lambda params: at_values(params, SIGNAL),
+                         recipe=lambda params: options_except(params, {*SIGNAL, *IGNORED}))
 
 
 def paired_difference(predictions: Predictions, pair: tuple[Record, str], other: tuple[Record, str],

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from benchsuite.records import Record
-from benchsuite.report.ablation import difference_verdict, paired_difference, variant_pairs
+from benchsuite.report.ablation import at_values, difference_verdict, options_except, paired_difference, variant_pairs
 from benchsuite.report.cells import Cell, Predictions
 
 FAST = {"train_precision": "fp32", "attention_dropout": None}  # the options, at their defaults
@@ -22,8 +22,8 @@ FAST = {"train_precision": "fp32", "attention_dropout": None}  # the options, at
 
 def faster_pairs(records: list[tuple[Record, str]]) -> list[tuple[tuple[Record, str], tuple[Record, str]]]:
     """(faster, default) pairs, each a (record, path)."""
-    return variant_pairs(records, reference=lambda params: all(params.get(k, v) == v for k, v in FAST.items()),
-                         recipe=lambda params: tuple(sorted((k, repr(v)) for k, v in params.items() if k not in FAST)))
+    return variant_pairs(records, reference=lambda params: at_values(params, FAST),
+                         recipe=lambda params: options_except(params, FAST))
 
 
 def _seconds(record: Record) -> float | None:
