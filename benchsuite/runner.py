@@ -29,6 +29,7 @@ from benchsuite.compressors.pipeline import Pipeline, PrefixCache
 from benchsuite.compressors.registry import build_compressor, registered
 from benchsuite.data import TaskData, load_task_data
 from benchsuite.distillation.teacher import TeacherOutputs, teacher_outputs
+from benchsuite.distillation.transfer import TransferData, transfer_set
 from benchsuite.engine import model_inputs
 from benchsuite.isolation import cell_lock, time_limit
 from benchsuite.machine import cpu_model, cpu_vector_flags
@@ -309,9 +310,16 @@ def compress_cell(compressor: Compressor, spec: TaskSpec, kind: TaskKind, data: 
         torch.manual_seed(opts.seed)  # the new head's initialisation, as the baseline's
         return load_model(kind.auto_class, resolve_model(opts.model).path, **kind.model_kwargs())
 
+    def transfer(names: tuple[str, ...]) -> TransferData:
+        extra = transfer_set(kind, names, data.eval, max_rows=opts.preset.budget(spec.name).max_train, seed=opts.seed)
+        features = train_data() + extra.features
+        return TransferData(features, teacher_outputs(lambda: load_model(kind.auto_class, teacher_path), features,
+                                                      **teacher_settings(kind, baseline, opts)), extra.facts)
+
     providers = {"train_data": train_data, "task_rows": lambda: data.train,
                  "teacher": lambda: load_model(kind.auto_class, teacher_path),
-                 "teacher_outputs": outputs, "calibration_data": calibration, "pretrained": pretrained}
+                 "teacher_outputs": outputs, "calibration_data": calibration, "pretrained": pretrained,
+                 "transfer_data": lambda: transfer}
     assert set(providers) == set(NEEDS_TABLE), "the runner provides every need of the table, and only those"
     prefixes = (PrefixCache(opts.cache_dir, baseline_key=baseline["cache_key"], seed=opts.seed,
                             providers={stage.name: provider(stage) for stage in compressor.stages})

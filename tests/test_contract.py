@@ -32,7 +32,7 @@ def test_available_when_its_packages_import():
 
 def test_the_needs_table_is_the_set_of_needs():
     assert NEED_NAMES == frozenset(NEEDS_TABLE) == {"train_data", "task_rows", "teacher", "teacher_outputs",
-                                                    "calibration_data", "pretrained"}
+                                                    "calibration_data", "pretrained", "transfer_data"}
     assert all(isinstance(text, str) and text for text in NEEDS_TABLE.values())
 
 

@@ -95,6 +95,7 @@ WRONG = {
     float: ["x", "1.0", True, [1.0], math.inf],
     str: [1, 1.5, True, ["a"]],
     tuple[int, ...]: ["0,3", 3, [0.5], [True], ["0"], [None]],
+    tuple[str, ...]: ["stsb", 3, [1], [True], [None], [["a"]]],
 }
 # The same on the command line, as typed (no commas: they separate options).
 WRONG_CLI = {
@@ -103,6 +104,7 @@ WRONG_CLI = {
     float: ["x", "true", '"1.0"', "[1.0]", "1e999"],
     str: ["1", "1.5", "true", '["a"]', "null"],
     tuple[int, ...]: ["a", "0.5", "[true]", '["0"]', "True"],
+    tuple[str, ...]: ["1", "[1]", "true", "[true]", "null", "1.5"],
 }
 
 
@@ -284,7 +286,7 @@ def test_keep_ends_at_the_next_option_and_refuses_what_is_not_an_integer():
     config = build_compressor("distill:keep=0,3,alpha=0,layers=2").config
     assert (config.keep, config.alpha, config.layers) == ((0, 3), 0.0, 2)
     assert config.config_hash() == build_compressor("distill:alpha=0.0,layers=2,keep=[0,3]").config.config_hash()
-    with pytest.raises(UsageError, match="option keep of distill must be a list of integers, got 'a,b'"):
+    with pytest.raises(UsageError, match=r"option keep of distill must be a list of integers, got \['a', 'b'\]"):
         build_compressor("distill:keep=a,b")
     with pytest.raises(UsageError, match=r"option keep of distill must be a list of integers, got \[0\.5\]"):
         build_compressor("distill:keep=[0.5]")

@@ -89,6 +89,7 @@ import importlib.util
 import json
 import typing
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -110,6 +111,8 @@ NEEDS_TABLE: dict[str, str] = {
     "calibration_data": "the training features without labels (model inputs only), in order",
     "pretrained": "the model the baseline was fine-tuned from, its task head freshly initialised as the baseline's "
                   "was (same seed): a separate copy",
+    "transfer_data": "other tasks' training rows read as this task's inputs, without labels (a transfer set), "
+                     "after train_data, with the teacher's outputs on all of them, cached: transfer_data(names)",
 }
 NEED_NAMES = frozenset(NEEDS_TABLE)
 
@@ -219,6 +222,12 @@ class CompressionContext:
     def pretrained(self) -> torch.nn.Module:
         """The model the baseline was fine-tuned from, with a fresh task head (a separate copy)."""
         return self._get("pretrained")
+
+    @property
+    def transfer_data(self) -> Callable[[tuple[str, ...]], Any]:
+        """A function of task names: the training features followed by those tasks' training rows as unlabelled
+        inputs, with the teacher's outputs on all of them (a :class:`benchsuite.distillation.transfer.TransferData`)."""
+        return self._get("transfer_data")
 
     @property
     def teacher(self) -> torch.nn.Module:

@@ -89,7 +89,8 @@ def _build_one(spec: str) -> Compressor:
     otherwise (``engine=qnnpack``); the config then parses it to its field's type or refuses it, naming the
     option (:meth:`CompressorConfig.from_params`). A bool field also takes ``True`` and ``False``, and an
     optional field ``None``, as the report's options column prints them; a tuple field takes its items
-    comma-separated (``keep=0,3``), one alone (``keep=3``) or as a JSON list (``keep=[0,3]``).
+    comma-separated (``keep=0,3``), one alone (``keep=3``) or in brackets (``keep=[0,3]``, ``transfer=[stsb,rte]``:
+    on the command line, where commas also separate compressors, a list of words needs the brackets).
     """
     name, _, options = spec.partition(":")
     name = name.strip()
@@ -128,11 +129,12 @@ def _build_one(spec: str) -> Compressor:
 
 def _parse_value(text: str, hint) -> object:
     """One option's text as JSON where it can be, else the text itself (the field's type is checked later)."""
-    source = text
-    if _is_tuple(hint) and not text.startswith("[") and text != "null":
-        source = f"[{text}]"  # keep=0,3 -> [0,3]; keep=3 -> [3]; keep= -> []
+    if _is_tuple(hint) and text != "null":
+        # keep=0,3 or keep=[0,3] -> [0,3]; keep=3 -> [3]; keep= or keep=[] -> []; transfer=[stsb,rte] -> ["stsb", "rte"]
+        inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+        return [_parse_value(item.strip(), None) for item in inner.split(",")] if inner.strip() else []
     try:
-        return json.loads(source, parse_constant=_no_constants)
+        return json.loads(text, parse_constant=_no_constants)
     except json.JSONDecodeError:
         if text in ("True", "False") and _allows(hint, bool):  # as the report's options column prints them
             return text == "True"

@@ -17,6 +17,10 @@ never the default, and the run warns.
 ``attention_dropout`` replaces the model's dropout on attention probabilities during recovery (the saved
 model keeps its own). With dropout there, torch's CPU attention runs its unfused path; at 0 its fused
 kernel runs. ``benchmarks/recovery_step.py`` times both options on this machine.
+
+``transfer=stsb,rte`` adds those tasks' training rows, unlabelled, to the training features (a transfer set,
+:mod:`benchsuite.distillation.transfer`): on them only the teacher's outputs and hidden states teach, and a
+batch of them alone has no hard loss. Epochs then count passes over both.
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ from benchsuite.compressors.base import CompressorConfig
 from benchsuite.distillation.loss import attention_loss, hidden_loss, soft_loss
 from benchsuite.engine import model_inputs
 from benchsuite.machine import cpu_vector_flags
+from benchsuite.tasks.base import IGNORED
 from benchsuite.train import fine_tune
 
-RECOVERY_NEEDS = frozenset({"train_data", "teacher", "teacher_outputs"})
+RECOVERY_NEEDS = frozenset({"train_data", "teacher", "teacher_outputs", "transfer_data"})
 
 
 @dataclass(frozen=True)
@@ -51,8 +56,9 @@ class RecoveryConfig(CompressorConfig):
     learning_rate: float | None = None  # None: the baseline's
     train_precision: str = "fp32"  # or "bf16": forward passes under bf16 autocast (fp32 weights and losses)
     attention_dropout: float | None = None  # dropout on attention probabilities; None: the model's own (BERT: 0.1)
+    transfer: tuple[str, ...] = ()  # tasks whose training rows join recovery unlabelled (a transfer set)
 
-    LATE_OPTIONS: ClassVar[tuple[str, ...]] = ("train_precision", "attention_dropout")
+    LATE_OPTIONS: ClassVar[tuple[str, ...]] = ("train_precision", "attention_dropout", "transfer")
 
     def validate(self) -> None:
         if not 0 <= self.alpha <= 1:
@@ -70,6 +76,11 @@ class RecoveryConfig(CompressorConfig):
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.attention_dropout is not None and not 0 <= self.attention_dropout < 1:
             raise ValueError(f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
+        if len(set(self.transfer)) != len(self.transfer) or not all(self.transfer):
+            raise ValueError(f"transfer must name distinct tasks, got {list(self.transfer)}")
+        if self.transfer and self.alpha == 0 and self.hidden_weight == 0 and self.attention_weight == 0:
+            raise ValueError("transfer rows have no labels, so they teach only through the teacher: set alpha > 0 "
+                             "or hidden_weight/attention_weight > 0 with transfer")
         if self.train_precision not in TRAIN_PRECISIONS:
             raise ValueError(f"train_precision must be one of {sorted(TRAIN_PRECISIONS)}, got {self.train_precision!r}")
 
@@ -95,8 +106,12 @@ def recover(model: torch.nn.Module, *, context, options: RecoveryConfig, desc: s
         return {"epochs": 0, "note": "no recovery fine-tuning (epochs=0)"}
     cfg = replace(cfg, epochs=cfg.epochs if options.epochs is None else options.epochs,
                   learning_rate=options.learning_rate or cfg.learning_rate)
-    features = context.train_data
-    targets = context.teacher_outputs if options.alpha > 0 else None
+    transfer = context.transfer_data(options.transfer) if options.transfer else None
+    features = context.train_data if transfer is None else transfer.features
+    if options.alpha == 0:
+        targets = None
+    else:
+        targets = context.teacher_outputs if transfer is None else transfer.teacher_outputs
     matching = options.hidden_weight > 0 or options.attention_weight > 0
     teacher = context.teacher if matching else None
     if matching and layer_map is None:
@@ -109,9 +124,10 @@ def recover(model: torch.nn.Module, *, context, options: RecoveryConfig, desc: s
                       stacklevel=2)
 
     def loss_fn(student: torch.nn.Module, batch: dict[str, torch.Tensor], index) -> torch.Tensor:
-        out = student(**batch, output_hidden_states=options.hidden_weight > 0,
+        labelled = transfer is None or bool((batch["labels"] != IGNORED).any())  # a batch of transfer rows alone
+        out = student(**(batch if labelled else model_inputs(batch)), output_hidden_states=options.hidden_weight > 0,
                       output_attentions=options.attention_weight > 0)
-        loss = out.loss * (1 - options.alpha) if options.alpha < 1 else 0.0
+        loss = out.loss * (1 - options.alpha) if options.alpha < 1 and labelled else 0.0
         if targets is not None:
             width = batch["input_ids"].shape[1]
             soft = [soft_loss(getattr(out, name), *targets.batch(name, index, width), temperature=options.temperature)
@@ -149,6 +165,8 @@ def recover(model: torch.nn.Module, *, context, options: RecoveryConfig, desc: s
               "train_precision": options.train_precision}
     if dropouts:
         result["attention_dropout"] = options.attention_dropout
+    if transfer is not None:
+        result["transfer"] = transfer.facts
     result["final_loss"] = round(result["final_loss"], 5) if math.isfinite(result["final_loss"]) else None
     result["seconds"] = round(result["seconds"], 1)
     return result

@@ -19,6 +19,8 @@ from benchsuite.errors import UsageError
 from benchsuite.metrics import load_metric
 from benchsuite.tasks.spec import TaskSpec
 
+IGNORED = -100  # the label value torch's cross-entropy (so a model's own loss) skips
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -51,6 +53,17 @@ class TaskKind(ABC):
     @abstractmethod
     def train_features(self, rows: datasets.Dataset) -> list[dict]:
         """Token ids plus the labels the model's forward takes (``labels``, ``start_positions``...)."""
+
+    def unlabelled_columns(self) -> list[str]:
+        """The text columns of a row without labels (a transfer set's, for distillation); kinds that cannot take
+        such rows raise a UsageError."""
+        raise UsageError(f"task {self.spec.name}: a transfer set of unlabelled rows is not supported for "
+                         f"{self.kind} tasks, only for classification ones; leave 'transfer' unset")
+
+    def unlabelled_features(self, rows: datasets.Dataset) -> list[dict]:
+        """Features of rows with :meth:`unlabelled_columns` and no labels, their labels all :data:`IGNORED`."""
+        self.unlabelled_columns()
+        raise NotImplementedError
 
     @abstractmethod
     def evaluate(self, model: torch.nn.Module, rows: datasets.Dataset, *, batch_size: int) -> Evaluation:

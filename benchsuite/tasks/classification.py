@@ -10,7 +10,8 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from benchsuite.engine import forward_all
-from benchsuite.tasks.base import Evaluation, TaskKind
+from benchsuite.errors import UsageError
+from benchsuite.tasks.base import IGNORED, Evaluation, TaskKind
 
 
 class Classification(TaskKind):
@@ -33,20 +34,33 @@ class Classification(TaskKind):
             "label2id": {name: i for i, name in enumerate(labels)},
         }
 
-    def _encode(self, rows: datasets.Dataset) -> list[dict]:
+    def _encode(self, rows: datasets.Dataset, *, labelled: bool = True) -> list[dict]:
         text_columns = list(self.spec.columns["text"])
         label_column = self.spec.columns["label"]
-        self.require_columns(rows, text_columns + [label_column])
-        self.check_label_names(rows.features[label_column])
+        self.require_columns(rows, text_columns + ([label_column] if labelled else []))
+        if labelled:
+            self.check_label_names(rows.features[label_column])
         encoded = self.tokenizer(*[rows[c][:] for c in text_columns], truncation=True,
                                  max_length=self.spec.max_length)
         keys = list(encoded.keys())
+        if not labelled:
+            return [{**{k: encoded[k][i] for k in keys}, "labels": IGNORED} for i in range(len(rows))]
         labels = rows[label_column][:]
         cast = float if self.spec.is_regression else int
         return [{**{k: encoded[k][i] for k in keys}, "labels": cast(labels[i])} for i in range(len(rows))]
 
     def train_features(self, rows: datasets.Dataset) -> list[dict]:
         return self._encode(rows)
+
+    def unlabelled_columns(self) -> list[str]:
+        if self.spec.is_regression:  # a regression loss has no label value that it skips
+            raise UsageError(f"task {self.spec.name} is a regression task, which cannot take unlabelled rows "
+                             "(a transfer set); leave 'transfer' unset for it")
+        return list(self.spec.columns["text"])
+
+    def unlabelled_features(self, rows: datasets.Dataset) -> list[dict]:
+        self.unlabelled_columns()
+        return self._encode(rows, labelled=False)
 
     def evaluate(self, model: torch.nn.Module, rows: datasets.Dataset, *, batch_size: int) -> Evaluation:
         features = self._encode(rows)
