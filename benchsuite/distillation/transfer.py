@@ -2,7 +2,8 @@
 
 A small task gives recovery few inputs on which to pull a compressed model towards its teacher: MRPC has
 3,668 training pairs, which a model with shared layers fits (training loss 0.26) without matching the teacher
-on new pairs. ``transfer=stsb,rte`` adds the *training* rows of those tasks, read as this task's inputs (their
+on new pairs. (Adding STS-B's and RTE's pairs did not change that at the same number of steps; README.)
+``transfer=stsb,rte`` adds the *training* rows of those tasks, read as this task's inputs (their
 text columns in order, so pairs go with pairs) and without labels: on them the model learns from the
 teacher's outputs (the soft loss) and, when matching is on, its hidden states, never from a gold label. The
 teacher's outputs on them are computed once and cached with the task's own.
