@@ -9,7 +9,7 @@ import pytest
 
 from benchsuite.records import read_record
 from benchsuite.report import bootstrap, write_reports
-from benchsuite.report.faster import faster_pairs
+from benchsuite.report.faster import faster_pairs, recovery_times
 from tests.test_report import MRPC, results  # noqa: F401 (the fixture)
 from tests.test_report_ablation import HARD, _add
 
@@ -17,7 +17,7 @@ SOFT = "distill-1243b599add5"  # the fixture's distill cell, recovered in fp32
 BF16 = "distill-b16b16b16b16"  # a copy of it marked as recovered in bf16, answering as the hard-label cell did
 
 
-def _add_bf16(results_dir, stem: str = BF16, options: dict | None = None) -> None:
+def _add_bf16(results_dir, stem: str = BF16, options: dict | None = None, time_utc: str | None = None) -> None:
     """The fp32 cell's record as one recovered faster (``options``, bf16 by default): a test of the pairing and
     the arithmetic, not a measurement."""
     options = options or {"train_precision": "bf16"}
@@ -26,6 +26,7 @@ def _add_bf16(results_dir, stem: str = BF16, options: dict | None = None) -> Non
     data["compressor"]["config"]["params"].update(options)
     data["compressor"]["changed"] = options
     data["compressor"]["recovery"]["seconds"] = data["compressor"]["recovery"]["seconds"] / 2
+    data["provenance"]["time_utc"] = time_utc or data["provenance"]["time_utc"]
     data["key"], data["predictions_file"] = stem.split("-")[1], f"{stem}.predictions.jsonl"
     data["primary_score"] = read_record(MRPC / f"{HARD}.json").primary_score
     data["scores"] = read_record(MRPC / f"{HARD}.json").scores
@@ -70,6 +71,20 @@ def test_the_section_gives_the_paired_difference_and_the_recovery_seconds(result
     assert row[6] == "no measurable difference"
     seconds = fp32.compressor.recovery["seconds"]
     assert row[7] == f"{seconds:,.0f} / {seconds / 2:,.0f} (2.00x)"
+
+
+def test_recoveries_recorded_in_different_sittings_are_not_timed_against_each_other(results):  # noqa: F811
+    _add_bf16(results)
+    _add_bf16(results, "distill-b1b1b1b1b1b1", {"train_precision": "bf16", "attention_dropout": 0.0},
+              time_utc="2030-01-01T00:00:00+00:00")
+    folder = results / "quick" / "mrpc" / "all-MiniLM-L6-v2"
+    default = read_record(folder / f"{SOFT}.json")
+    seconds = default.compressor.recovery["seconds"]
+    times = f"{seconds:,.0f} / {seconds / 2:,.0f}"
+    assert recovery_times(read_record(folder / f"{BF16}.json"), default) == f"{times} (2.00x)"  # one sitting
+    later = recovery_times(read_record(folder / "distill-b1b1b1b1b1b1.json"), default)
+    assert later.startswith(f"{times} (recorded ") and later.endswith(" h apart: not compared)")
+    assert "x)" not in later
 
 
 def test_no_faster_cell_no_section(results, tmp_path):  # noqa: F811
