@@ -16,8 +16,9 @@ import torch
 from tqdm.auto import tqdm
 
 INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+IGNORED_LABEL = -100  # the label torch's cross-entropy (so a model's own loss) skips: padding, unlabelled rows
 # Per-token labels are padded with the loss's ignore index.
-PAD_VALUES = {"attention_mask": 0, "token_type_ids": 0, "labels": -100, "input_ids": None}
+PAD_VALUES = {"attention_mask": 0, "token_type_ids": 0, "labels": IGNORED_LABEL, "input_ids": None}
 
 
 @dataclass(frozen=True)

@@ -312,9 +312,11 @@ def compress_cell(compressor: Compressor, spec: TaskSpec, kind: TaskKind, data: 
 
     def transfer(names: tuple[str, ...]) -> TransferData:
         extra = transfer_set(kind, names, data.eval, max_rows=opts.preset.budget(spec.name).max_train, seed=opts.seed)
-        features = train_data() + extra.features
-        return TransferData(features, teacher_outputs(lambda: load_model(kind.auto_class, teacher_path), features,
-                                                      **teacher_settings(kind, baseline, opts)), extra.facts)
+        if not extra.features:  # every transfer row was in the evaluation rows
+            return TransferData(train_data(), outputs(), extra.facts)
+        on_extra = teacher_outputs(lambda: load_model(kind.auto_class, teacher_path), extra.features,
+                                   **teacher_settings(kind, baseline, opts))  # the task's own are cached already
+        return TransferData(train_data() + extra.features, outputs().followed_by(on_extra), extra.facts)
 
     providers = {"train_data": train_data, "task_rows": lambda: data.train,
                  "teacher": lambda: load_model(kind.auto_class, teacher_path),

@@ -18,10 +18,10 @@ from benchsuite.data import load_task_data
 from benchsuite.distillation.recovery import RECOVERY_NEEDS, RecoveryConfig, recover
 from benchsuite.distillation.teacher import teacher_outputs
 from benchsuite.distillation.transfer import TransferData, normalised, transfer_set
+from benchsuite.engine import IGNORED_LABEL
 from benchsuite.errors import UsageError
 from benchsuite.models import load_tokenizer, resolve_model
 from benchsuite.tasks import load_task, task_kind
-from benchsuite.tasks.base import IGNORED
 from benchsuite.testing import tiny_config
 
 
@@ -46,7 +46,7 @@ def test_transfer_rows_are_the_sources_training_pairs_unlabelled_less_evaluated_
     assert found.facts[0]["rows_available"] == len(rte)
     assert found.facts[0]["dropped_in_evaluation"] == dropped
     assert found.facts[0]["rows"] == len(found.features) == len(rte) - dropped
-    assert {f["labels"] for f in found.features} == {IGNORED}
+    assert {f["labels"] for f in found.features} == {IGNORED_LABEL}
     # read as mrpc's pair: both sentences, in order, behind one [SEP]
     expected = kind.tokenizer(rte[2]["sentence1"], rte[2]["sentence2"], truncation=True, max_length=128)["input_ids"]
     assert expected in [f["input_ids"] for f in found.features]

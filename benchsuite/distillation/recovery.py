@@ -35,9 +35,8 @@ import torch
 
 from benchsuite.compressors.base import CompressorConfig
 from benchsuite.distillation.loss import attention_loss, hidden_loss, soft_loss
-from benchsuite.engine import model_inputs
+from benchsuite.engine import IGNORED_LABEL, model_inputs
 from benchsuite.machine import cpu_vector_flags
-from benchsuite.tasks.base import IGNORED
 from benchsuite.train import fine_tune
 
 RECOVERY_NEEDS = frozenset({"train_data", "teacher", "teacher_outputs", "transfer_data"})
@@ -124,7 +123,7 @@ def recover(model: torch.nn.Module, *, context, options: RecoveryConfig, desc: s
                       stacklevel=2)
 
     def loss_fn(student: torch.nn.Module, batch: dict[str, torch.Tensor], index) -> torch.Tensor:
-        labelled = transfer is None or bool((batch["labels"] != IGNORED).any())  # a batch of transfer rows alone
+        labelled = transfer is None or bool((batch["labels"] != IGNORED_LABEL).any())  # a batch of transfer rows alone
         out = student(**(batch if labelled else model_inputs(batch)), output_hidden_states=options.hidden_weight > 0,
                       output_attentions=options.attention_weight > 0)
         loss = out.loss * (1 - options.alpha) if options.alpha < 1 and labelled else 0.0

@@ -37,6 +37,12 @@ class TeacherOutputs:
     def __len__(self) -> int:
         return len(self.values[self.names[0]])
 
+    def followed_by(self, other: TeacherOutputs) -> TeacherOutputs:
+        """These outputs, then ``other``'s, row for row (the features of the two, concatenated in that order)."""
+        if (other.names, other.per_token) != (self.names, self.per_token):
+            raise ValueError(f"teacher outputs {self.names} and {other.names} do not concatenate")
+        return TeacherOutputs(self.names, self.per_token, {n: self.values[n] + other.values[n] for n in self.names})
+
     def batch(self, name: str, index: Sequence[int], width: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The outputs of features ``index`` stacked (per-token ones padded to ``width``), and the mask of
         real positions for per-token outputs (None otherwise)."""

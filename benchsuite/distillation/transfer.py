@@ -6,7 +6,7 @@ on new pairs. (Adding STS-B's and RTE's pairs did not change that at the same nu
 ``transfer=stsb,rte`` adds the *training* rows of those tasks, read as this task's inputs (their
 text columns in order, so pairs go with pairs) and without labels: on them the model learns from the
 teacher's outputs (the soft loss) and, when matching is on, its hidden states, never from a gold label. The
-teacher's outputs on them are computed once and cached with the task's own.
+teacher's outputs on them are computed once and cached beside the task's own, which are reused.
 
 Rows whose text (any column, lower-cased, spaces collapsed) is also in the text of this task's evaluation rows
 are dropped, so no evaluated sentence is trained on; the record counts them. Only the source tasks' training

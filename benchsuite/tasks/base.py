@@ -19,8 +19,6 @@ from benchsuite.errors import UsageError
 from benchsuite.metrics import load_metric
 from benchsuite.tasks.spec import TaskSpec
 
-IGNORED = -100  # the label value torch's cross-entropy (so a model's own loss) skips
-
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -61,9 +59,11 @@ class TaskKind(ABC):
                          f"{self.kind} tasks, only for classification ones; leave 'transfer' unset")
 
     def unlabelled_features(self, rows: datasets.Dataset) -> list[dict]:
-        """Features of rows with :meth:`unlabelled_columns` and no labels, their labels all :data:`IGNORED`."""
-        self.unlabelled_columns()
-        raise NotImplementedError
+        """Features of rows with :meth:`unlabelled_columns` and no labels, their labels all
+        :data:`benchsuite.engine.IGNORED_LABEL`. A kind that names unlabelled columns overrides this too."""
+        self.unlabelled_columns()  # raises for a kind that takes no unlabelled rows
+        raise NotImplementedError(f"{type(self).__name__} names unlabelled columns but does not override "
+                                  "unlabelled_features to encode them")
 
     @abstractmethod
     def evaluate(self, model: torch.nn.Module, rows: datasets.Dataset, *, batch_size: int) -> Evaluation:

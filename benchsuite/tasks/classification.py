@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from benchsuite.engine import forward_all
+from benchsuite.engine import IGNORED_LABEL, forward_all
 from benchsuite.errors import UsageError
-from benchsuite.tasks.base import IGNORED, Evaluation, TaskKind
+from benchsuite.tasks.base import Evaluation, TaskKind
 
 
 class Classification(TaskKind):
@@ -43,11 +43,9 @@ class Classification(TaskKind):
         encoded = self.tokenizer(*[rows[c][:] for c in text_columns], truncation=True,
                                  max_length=self.spec.max_length)
         keys = list(encoded.keys())
-        if not labelled:
-            return [{**{k: encoded[k][i] for k in keys}, "labels": IGNORED} for i in range(len(rows))]
-        labels = rows[label_column][:]
         cast = float if self.spec.is_regression else int
-        return [{**{k: encoded[k][i] for k in keys}, "labels": cast(labels[i])} for i in range(len(rows))]
+        labels = [cast(v) for v in rows[label_column][:]] if labelled else [IGNORED_LABEL] * len(rows)
+        return [{**{k: encoded[k][i] for k in keys}, "labels": labels[i]} for i in range(len(rows))]
 
     def train_features(self, rows: datasets.Dataset) -> list[dict]:
         return self._encode(rows)

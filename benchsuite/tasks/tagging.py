@@ -8,7 +8,7 @@ import datasets
 import torch
 from transformers import AutoModelForTokenClassification
 
-from benchsuite.engine import forward_all
+from benchsuite.engine import IGNORED_LABEL, forward_all
 from benchsuite.metrics.seqeval import ENTITY_MODE_NOTE
 from benchsuite.tasks.base import Evaluation, TaskKind
 
@@ -41,7 +41,7 @@ class TokenClassification(TaskKind):
             words = encoded.word_ids(i)
             labels, previous = [], None
             for word in words:
-                labels.append(-100 if word is None or word == previous else int(tags[i][word]))
+                labels.append(IGNORED_LABEL if word is None or word == previous else int(tags[i][word]))
                 previous = word
             features.append({**{k: encoded[k][i] for k in keys}, "labels": labels})
             word_ids.append(words)
