@@ -35,12 +35,16 @@ class TrainStats:
     seconds: float
     final_loss: float  # mean over the last 50 steps
     curve: tuple[dict, ...] = ()  # what ``checkpoint`` returned at each of ``checkpoint_steps``
+    kept_step: int | None = None  # with ``keep_best``: the checkpoint whose weights the model ends with
 
     def to_json(self) -> dict:
-        """The stats as a record holds them (a run without checkpoints has no ``curve`` key)."""
+        """The stats as a record holds them (no ``curve`` key without checkpoints, no ``kept_step`` without
+        ``keep_best``)."""
         data = asdict(self)
         if not self.curve:
             data.pop("curve")
+        if self.kept_step is None:
+            data.pop("kept_step")
         return data
 
 
@@ -76,6 +80,7 @@ def fine_tune(
     checkpoint_steps: Collection[int] = (),
     checkpoint: Callable[[int, int], dict] | None = None,
     autocast: torch.dtype | None = None,
+    keep_best: Callable[[dict], float] | None = None,
 ) -> TrainStats:
     """Train ``model`` in place on ``features`` (inputs plus the labels its forward takes).
 
@@ -86,10 +91,14 @@ def fine_tune(
     learning curve; it reads the model only, so the weights are the same with or without it, and its time
     is left out of ``seconds``. ``autocast`` (a dtype) runs each forward pass and loss under autocast to it;
     backward, the optimizer and the checkpoints stay in the weights' dtype. Its batches are padded to a multiple
-    of :data:`AUTOCAST_PAD_MULTIPLE` tokens (masked, as any padding is).
+    of :data:`AUTOCAST_PAD_MULTIPLE` tokens (masked, as any padding is). ``keep_best(row)`` scores each learning-curve
+    row (higher is better): the model then ends with the weights it had at the best checkpoint (the later one on a
+    tie), not at the last step, and ``kept_step`` says which.
     """
     if not features:
         raise ValueError("no training features: the training selection is empty")
+    if keep_best is not None and (checkpoint is None or not checkpoint_steps):
+        raise ValueError("keep_best chooses among checkpoints, and this training has none")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     lengths = [len(f["input_ids"]) for f in features]
@@ -109,6 +118,7 @@ def fine_tune(
     paused = 0.0
     curve: list[dict] = []
     step = seen = 0
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None  # (score, step, weights) of the best checkpoint
     with tqdm(total=total, desc=desc, unit="step", mininterval=2.0) as bar:
         while step < total:
             for index in length_grouped_batches(lengths, cfg.batch_size, rng):
@@ -132,11 +142,16 @@ def fine_tune(
                     model.eval()
                     curve.append({"step": step, "seen": seen, "train_loss": float(np.mean(losses[-50:])),
                                   **checkpoint(step, seen)})
+                    value = None if keep_best is None else keep_best(curve[-1])
+                    if value is not None and (best is None or value >= best[0]):
+                        best = (value, step, {k: v.detach().clone() for k, v in model.state_dict().items()})
                     model.train()
                     paused += time.perf_counter() - began
                 bar.update(1)
                 if step % 20 == 0:
                     bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+    if best is not None and best[1] != step:
+        model.load_state_dict(best[2])
     model.eval()
     return TrainStats(
         examples=len(features),
@@ -145,6 +160,7 @@ def fine_tune(
         seconds=time.perf_counter() - start - paused,
         final_loss=float(np.mean(losses[-50:])),
         curve=tuple(curve),
+        kept_step=None if best is None else best[1],
     )
 
 

@@ -255,3 +255,27 @@ def test_attention_dropout_is_replaced_during_recovery_only(sst2, tmp_path):
     with pytest.raises(ValueError, match="attention_dropout"):
         DistillConfig(attention_dropout=1.0)
     assert "attention_dropout" not in DistillConfig().to_json()["params"]
+
+
+def test_keep_best_ends_recovery_at_the_best_dev_checkpoint(sst2, tmp_path):
+    from benchsuite.distillation import recovery
+
+    spec, kind, features = sst2
+    teacher = _tiny_classifier(2, seed=0)
+    context = _context(spec, kind, features, teacher, tmp_path)
+    options = DistillConfig(keep_best=True, alpha=0.0)
+    with pytest.raises(ValueError, match="holds no dev rows out"):
+        recovery.recover(copy.deepcopy(teacher), context=context, options=options, desc="test")
+    dev = {1: 0.4, 2: 0.8, 3: 0.6}  # the task's primary metric at each checkpoint
+
+    def curve(model, n_features, cfg):
+        return [1, 2, 3], lambda step, seen: {"dev_scores": {spec.primary_metric: dev[step]}}
+
+    context.learning_curve = curve
+    result = recovery.recover(copy.deepcopy(teacher), context=context, options=options, desc="test")
+    assert result["kept_step"] == 2 and [row["step"] for row in result["curve"]] == [1, 2, 3]
+    with pytest.raises(ValueError, match="acts on the model after each recovery step"):
+        recovery.recover(copy.deepcopy(teacher), context=context, options=options, desc="test",
+                         after_step=lambda step, total: None)
+    assert "keep_best" not in DistillConfig().to_json()["params"]
+    assert DistillConfig(keep_best=True).config_hash() != DistillConfig().config_hash()

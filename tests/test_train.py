@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import BertForSequenceClassification
 
@@ -71,3 +72,32 @@ def test_autocast_covers_each_forward_and_loss_but_not_the_checkpoints() -> None
     assert seen["loss"] == [(True, torch.bfloat16)] * 5 and seen["checkpoint"] == [False]
     assert all(p.dtype == torch.float32 for p in model.parameters())  # the weights stay fp32
     assert not torch.is_autocast_enabled("cpu")
+
+
+def test_keep_best_ends_with_the_best_checkpoints_weights() -> None:
+    cfg = TrainConfig(learning_rate=1e-3, epochs=2, batch_size=8, warmup_ratio=0.1)
+    model = _model()
+    saved: dict[int, dict] = {}
+
+    def score(step: int, seen: int) -> dict:
+        saved[step] = {k: v.clone() for k, v in model.state_dict().items()}
+        return {"dev": {2: 0.5, 5: 0.9, 10: 0.7}[step]}
+
+    stats = fine_tune(model, _features(), cfg=cfg, seed=3, pad_token_id=0, checkpoint_steps={2, 5, 10},
+                      checkpoint=score, keep_best=lambda row: row["dev"])
+    assert stats.kept_step == 5 and stats.to_json()["kept_step"] == 5
+    assert not all(torch.equal(a, b) for a, b in zip(saved[5].values(), saved[10].values(), strict=True))
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, saved[5][name]), name
+    assert model.training is False
+
+    plain, tied = _model(), _model()  # on a tie the later checkpoint is kept: here the last step, as without it
+    fine_tune(plain, _features(), cfg=cfg, seed=3, pad_token_id=0)
+    stats = fine_tune(tied, _features(), cfg=cfg, seed=3, pad_token_id=0, checkpoint_steps={2, 10},
+                      checkpoint=lambda step, seen: {}, keep_best=lambda row: 0.0)
+    assert stats.kept_step == 10
+    for (name, a), b in zip(plain.state_dict().items(), tied.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert "kept_step" not in fine_tune(_model(), _features(), cfg=cfg, seed=3, pad_token_id=0).to_json()
+    with pytest.raises(ValueError, match="keep_best chooses among checkpoints"):
+        fine_tune(_model(), _features(), cfg=cfg, seed=3, pad_token_id=0, keep_best=lambda row: 0.0)

@@ -21,6 +21,11 @@ kernel runs. ``benchmarks/recovery_step.py`` times both options on this machine.
 ``transfer=stsb,rte`` adds those tasks' training rows, unlabelled, to the training features (a transfer set,
 :mod:`benchsuite.distillation.transfer`): on them only the teacher's outputs and hidden states teach, and a
 batch of them alone has no hard loss. Epochs then count passes over both.
+
+``keep_best=true``, where the task holds dev rows out, ends recovery with the weights of the half-epoch checkpoint
+whose dev score (the task's primary metric) is best, rather than the last step's; ``recovery.kept_step`` says which.
+The evaluated rows play no part in the choice. A compressor that acts after each step (pruning, gradual tying) rules
+it out: an earlier checkpoint could hold less of its change.
 """
 
 from __future__ import annotations
@@ -56,8 +61,9 @@ class RecoveryConfig(CompressorConfig):
     train_precision: str = "fp32"  # or "bf16": forward passes under bf16 autocast (fp32 weights and losses)
     attention_dropout: float | None = None  # dropout on attention probabilities; None: the model's own (BERT: 0.1)
     transfer: tuple[str, ...] = ()  # tasks whose training rows join recovery unlabelled (a transfer set)
+    keep_best: bool = False  # end with the checkpoint of the best dev score (tasks with dev rows only)
 
-    LATE_OPTIONS: ClassVar[tuple[str, ...]] = ("train_precision", "attention_dropout", "transfer")
+    LATE_OPTIONS: ClassVar[tuple[str, ...]] = ("train_precision", "attention_dropout", "transfer", "keep_best")
 
     def validate(self) -> None:
         if not 0 <= self.alpha <= 1:
@@ -105,6 +111,12 @@ def recover(model: torch.nn.Module, *, context, options: RecoveryConfig, desc: s
         return {"epochs": 0, "note": "no recovery fine-tuning (epochs=0)"}
     cfg = replace(cfg, epochs=cfg.epochs if options.epochs is None else options.epochs,
                   learning_rate=options.learning_rate or cfg.learning_rate)
+    if options.keep_best and context.learning_curve is None:
+        raise ValueError(f"keep_best picks recovery's checkpoint by its dev score, and {context.task.name} holds no "
+                         "dev rows out (its spec's dataset.train_from_eval.dev_fraction): drop keep_best for this task")
+    if options.keep_best and after_step is not None:
+        raise ValueError("keep_best cannot be used with a compressor that acts on the model after each recovery "
+                         "step (pruning, gradual tying): a past checkpoint holds less of its change; drop keep_best")
     transfer = context.transfer_data(options.transfer) if options.transfer else None
     features = context.train_data if transfer is None else transfer.features
     if options.alpha == 0:
@@ -154,7 +166,8 @@ def recover(model: torch.nn.Module, *, context, options: RecoveryConfig, desc: s
     try:
         stats = fine_tune(model, features, cfg=cfg, seed=context.seed, pad_token_id=context.tokenizer.pad_token_id,
                           desc=desc, loss_fn=loss_fn, after_step=after_step,
-                          checkpoint_steps=steps, checkpoint=score_dev, autocast=autocast)
+                          checkpoint_steps=steps, checkpoint=score_dev, autocast=autocast,
+                          keep_best=_dev_score(context.task.primary_metric) if options.keep_best else None)
     finally:
         for module, implementation in implementations:
             module.set_attn_implementation(implementation)
@@ -169,6 +182,11 @@ def recover(model: torch.nn.Module, *, context, options: RecoveryConfig, desc: s
     result["final_loss"] = round(result["final_loss"], 5) if math.isfinite(result["final_loss"]) else None
     result["seconds"] = round(result["seconds"], 1)
     return result
+
+
+def _dev_score(metric: str) -> Callable[[dict], float]:
+    """A learning-curve row's dev score on ``metric``: what ``keep_best`` ranks checkpoints by."""
+    return lambda row: row["dev_scores"][metric]
 
 
 def _use_eager(models: list) -> list[tuple[torch.nn.Module, str]]:
