@@ -103,6 +103,7 @@ def _second_experiment(results: Path) -> Path:
         else:  # the student's recovery scored the same dev rows, to 72 dev f1 of the teacher's 85
             data["compressor"]["recovery"]["curve"] = [{**row, "dev_scores": {"accuracy": 55.0 + s, "f1": 57.0 + s}}
                                                        for row, s in zip(curve, (5, 10, 15), strict=True)]
+            data["compressor"]["recovery"]["kept_step"] = 10  # a keep_best recovery: its best dev checkpoint
         name = stem.split("-")[0] + "-v2" + stem.split("-")[1][2:]
         data["predictions_file"] = f"{name}.predictions.jsonl"
         (folder / f"{name}.json").write_text(json.dumps(data))
@@ -143,6 +144,7 @@ def test_experiments_on_one_machine_are_kept_apart_and_a_learning_curve_is_shown
     recovery = text[text.index("## Recovery learning curves"):text.index("## Definitions")]
     assert "### mrpc, teacher `another-baseline` (dev f1 85.00 at the end of its training)" in recovery
     assert "| 1.5 | 480 | 0.067 | 72.00 | 84.7% |" in recovery and recovery.count("| `distill") == 3
+    assert "| 1 (kept) | 320 | 0.100 | 67.00 | 78.8% |" in recovery
     image = matplotlib.image.imread(tmp_path / "out" / "quick" / "mrpc-recovery-curves-another-.png")
     assert image.shape[0] > 300 and image.std() > 0.05
     # without plots, the table is still there

@@ -68,7 +68,8 @@ def _recovery_section(records: list[Record], trained: list[Record], out_dir: Pat
              "Dev scores during a compressor's recovery training (distillation, pruning, sharing), on the same",
              "held-out dev rows as its teacher's curve above, every half epoch of the recovery and at its end. The",
              "last column is the dev score over the teacher's at the end of the teacher's training: where a curve",
-             "still rises at its end, more recovery would help; where it is flat, the method or the data stops it.", ""]
+             "still rises at its end, more recovery would help; where it is flat, the method or the data stops it.",
+             "\"(kept)\" marks the checkpoint a `keep_best` recovery ended with (best dev score): the one scored.", ""]
     for key, students in recovered.items():
         teacher = teachers[key]
         metric = teacher.task.primary_metric
@@ -78,10 +79,10 @@ def _recovery_section(records: list[Record], trained: list[Record], out_dir: Pat
                       "| of the teacher's |",
                   "|---|---:|---:|---:|---:|---:|"]
         for record in students:
-            name = record_label(record)
+            name, kept = record_label(record), record.compressor.recovery.get("kept_step")
             for row in record.compressor.recovery["curve"]:
-                score = row["dev_scores"][metric]
-                lines.append(f"| `{name}` | {row['epochs']:g} | {row['seen']:,} | {row['train_loss']:.3f} | "
+                score, mark = row["dev_scores"][metric], " (kept)" if row["step"] == kept else ""
+                lines.append(f"| `{name}` | {row['epochs']:g}{mark} | {row['seen']:,} | {row['train_loss']:.3f} | "
                              f"{score:.2f} | {100 * score / final:.1f}% |")
         lines.append("")
         if figures_dir is not None:
