@@ -72,16 +72,23 @@ def teacher_outputs(load_teacher: Callable[[], torch.nn.Module], features: Seque
     entry = teacher_outputs_entry(load_teacher, features, names=names, per_token=per_token,
                                   pad_token_id=pad_token_id, cache_dir=cache_dir, teacher_key=teacher_key,
                                   batch_size=batch_size)
-    stored = load_file(str(Path(entry["path"]) / PAYLOAD))
+    outputs = read_entry(Path(entry["path"]))
+    if len(outputs) != len(features):
+        raise RuntimeError(f"cached teacher outputs hold {len(outputs)} rows for {len(features)} features")
+    return outputs
+
+
+def read_entry(folder: Path) -> TeacherOutputs:
+    """The outputs a cache entry's folder holds (its ``entry.json`` says which names, and whether per token)."""
+    inputs = json.loads((folder / "entry.json").read_text())["inputs"]
+    stored = load_file(str(folder / PAYLOAD))
     values = {}
-    for name in names:
+    for name in inputs["names"]:
         flat, shapes = stored[name], stored[f"{name}.shapes"]
         sizes = np.prod(shapes, axis=1) if shapes.shape[1] else np.ones(len(shapes), dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes)])
         values[name] = [flat[offsets[i] : offsets[i + 1]].reshape(tuple(shapes[i])) for i in range(len(shapes))]
-    if len(values[names[0]]) != len(features):
-        raise RuntimeError(f"cached teacher outputs hold {len(values[names[0]])} rows for {len(features)} features")
-    return TeacherOutputs(tuple(names), per_token, values)
+    return TeacherOutputs(tuple(inputs["names"]), inputs["per_token"], values)
 
 
 def teacher_outputs_entry(load_teacher: Callable[[], torch.nn.Module], features: Sequence[dict], *,
