@@ -8,7 +8,8 @@ the soft loss matches (``benchsuite.distillation.loss.soft_loss``): over a windo
 or end (SQuAD), over the classes of each token (NER) or of each row (GLUE). For each it reports the mean
 probability of the top choice, the mean mass of the top five, and the mean entropy against its largest possible
 value (log of the positions or classes): near that largest value the targets are close to uniform, and the
-student learns mostly the tail. Regression heads (one output) are skipped. Nothing is trained or run: the
+student learns mostly the tail. Each entry is named by the dataset its teacher was fine-tuned on (a transfer
+set's entry holds the task's rows and the transfer rows). Regression heads (one output) are skipped. Nothing is trained or run: the
 figures come from the stored outputs. Writes ``benchmarks/results/teacher_softness.json``.
 """
 
@@ -46,6 +47,15 @@ def softness(rows: list[np.ndarray], temperature: float) -> dict:
             "mean_max_entropy": round(float(ceiling.mean()), 3)}
 
 
+def _dataset(cache_dir: Path, teacher: str) -> str:
+    """The dataset the teacher was fine-tuned on (``repo_id/config``), from its cache entry; "?" without one."""
+    entry = cache_dir / "finetuned" / teacher / "entry.json"
+    if not entry.is_file():
+        return "?"
+    dataset = json.loads(entry.read_text())["inputs"]["dataset"]
+    return f"{dataset['repo_id']}/{dataset['config']}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("entries", nargs="*", type=Path, help=f"cache entries (default: every one in <cache>/{KIND})")
@@ -60,14 +70,16 @@ def main() -> None:
     for folder in folders:
         meta = json.loads((folder / "entry.json").read_text())
         outputs = read_entry(folder)
-        found = {"entry": folder.name, "teacher": meta["inputs"]["teacher"], "features": len(outputs), "outputs": {}}
+        teacher = meta["inputs"]["teacher"]
+        found = {"entry": folder.name, "teacher": teacher, "dataset": _dataset(folder.parent.parent, teacher),
+                 "features": len(outputs), "outputs": {}}
         for name in outputs.names:
             rows = outputs.values[name]
             if rows[0].shape[-1] == 1:
                 continue  # a regression head: matched by mean squared error, not a distribution
             found["outputs"][name] = {f"T={t:g}": softness(rows, t) for t in args.temperatures}
             for t, row in found["outputs"][name].items():
-                print(f"{folder.name} (teacher {found['teacher']}) {name} {t}: top-1 {row['mean_top1']:.3f}, "
+                print(f"{found['dataset']}, {folder.name} (teacher {teacher}) {name} {t}: top-1 {row['mean_top1']:.3f}, "
                       f"top-5 {row['mean_top5_mass']:.3f}, entropy {row['mean_entropy']:.2f} of at most "
                       f"{row['mean_max_entropy']:.2f} nats ({row['distributions']:,} distributions)", flush=True)
         entries.append(found)
