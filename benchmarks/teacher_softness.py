@@ -9,8 +9,8 @@ or end (SQuAD), over the classes of each token (NER) or of each row (GLUE). For 
 probability of the top choice, the mean mass of the top five, and the mean entropy against its largest possible
 value (log of the positions or classes): near that largest value the targets are close to uniform, and the
 student learns mostly the tail. Each entry is named by the dataset its teacher was fine-tuned on (a transfer
-set's entry holds the task's rows and the transfer rows). Regression heads (one output) are skipped. Nothing is trained or run: the
-figures come from the stored outputs. Writes ``benchmarks/results/teacher_softness.json``.
+set's entry holds the task's rows and the transfer rows). Regression heads (one output) are skipped. Nothing is
+trained or run: the figures come from the stored outputs. Writes ``benchmarks/results/teacher_softness.json``.
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ def main() -> None:
                 continue  # a regression head: matched by mean squared error, not a distribution
             found["outputs"][name] = {f"T={t:g}": softness(rows, t) for t in args.temperatures}
             for t, row in found["outputs"][name].items():
-                print(f"{found['dataset']}, {folder.name} (teacher {teacher}) {name} {t}: top-1 {row['mean_top1']:.3f}, "
-                      f"top-5 {row['mean_top5_mass']:.3f}, entropy {row['mean_entropy']:.2f} of at most "
+                print(f"{found['dataset']}, {folder.name} (teacher {teacher}) {name} {t}: "
+                      f"top-1 {row['mean_top1']:.3f}, top-5 {row['mean_top5_mass']:.3f}, entropy {row['mean_entropy']:.2f} of at most "
                       f"{row['mean_max_entropy']:.2f} nats ({row['distributions']:,} distributions)", flush=True)
         entries.append(found)
     git = _git()
