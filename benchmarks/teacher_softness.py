@@ -80,8 +80,8 @@ def main() -> None:
             found["outputs"][name] = {f"T={t:g}": softness(rows, t) for t in args.temperatures}
             for t, row in found["outputs"][name].items():
                 print(f"{found['dataset']}, {folder.name} (teacher {teacher}) {name} {t}: "
-                      f"top-1 {row['mean_top1']:.3f}, top-5 {row['mean_top5_mass']:.3f}, entropy {row['mean_entropy']:.2f} of at most "
-                      f"{row['mean_max_entropy']:.2f} nats ({row['distributions']:,} distributions)", flush=True)
+                      f"top-1 {row['mean_top1']:.3f}, top-5 {row['mean_top5_mass']:.3f}, "
+                      f"entropy {row['mean_entropy']:.2f} of at most {row['mean_max_entropy']:.2f} nats ({row['distributions']:,} distributions)", flush=True)
         entries.append(found)
     git = _git()
     record = {"what": "how peaked the cached teacher outputs are under softmax(logits / T), per distribution the "
