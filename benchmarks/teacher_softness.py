@@ -81,7 +81,8 @@ def main() -> None:
             for t, row in found["outputs"][name].items():
                 print(f"{found['dataset']}, {folder.name} (teacher {teacher}) {name} {t}: "
                       f"top-1 {row['mean_top1']:.3f}, top-5 {row['mean_top5_mass']:.3f}, "
-                      f"entropy {row['mean_entropy']:.2f} of at most {row['mean_max_entropy']:.2f} nats ({row['distributions']:,} distributions)", flush=True)
+                      f"entropy {row['mean_entropy']:.2f} of at most {row['mean_max_entropy']:.2f} nats "
+                      f"({row['distributions']:,} distributions)", flush=True)
         entries.append(found)
     git = _git()
     record = {"what": "how peaked the cached teacher outputs are under softmax(logits / T), per distribution the "
