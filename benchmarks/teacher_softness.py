@@ -68,8 +68,8 @@ def main() -> None:
                          "or name an entry folder")
     entries = []
     for folder in folders:
-        meta = json.loads((folder / "entry.json").read_text())
-        outputs = read_entry(folder)
+        meta = {**json.loads((folder / "entry.json").read_text()), "path": str(folder)}
+        outputs = read_entry(meta)
         teacher = meta["inputs"]["teacher"]
         found = {"entry": folder.name, "teacher": teacher, "dataset": _dataset(folder.parent.parent, teacher),
                  "features": len(outputs), "outputs": {}}

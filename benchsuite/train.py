@@ -142,9 +142,9 @@ def fine_tune(
                     model.eval()
                     curve.append({"step": step, "seen": seen, "train_loss": float(np.mean(losses[-50:])),
                                   **checkpoint(step, seen)})
-                    value = None if keep_best is None else keep_best(curve[-1])
-                    if value is not None and (best is None or value >= best[0]):
-                        best = (value, step, {k: v.detach().clone() for k, v in model.state_dict().items()})
+                    if keep_best is not None and (best is None or keep_best(curve[-1]) >= best[0]):
+                        best = (keep_best(curve[-1]), step,
+                                {k: v.detach().clone() for k, v in model.state_dict().items()})
                     model.train()
                     paused += time.perf_counter() - began
                 bar.update(1)

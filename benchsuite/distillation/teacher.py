@@ -72,16 +72,17 @@ def teacher_outputs(load_teacher: Callable[[], torch.nn.Module], features: Seque
     entry = teacher_outputs_entry(load_teacher, features, names=names, per_token=per_token,
                                   pad_token_id=pad_token_id, cache_dir=cache_dir, teacher_key=teacher_key,
                                   batch_size=batch_size)
-    outputs = read_entry(Path(entry["path"]))
+    outputs = read_entry(entry)
     if len(outputs) != len(features):
         raise RuntimeError(f"cached teacher outputs hold {len(outputs)} rows for {len(features)} features")
     return outputs
 
 
-def read_entry(folder: Path) -> TeacherOutputs:
-    """The outputs a cache entry's folder holds (its ``entry.json`` says which names, and whether per token)."""
-    inputs = json.loads((folder / "entry.json").read_text())["inputs"]
-    stored = load_file(str(folder / PAYLOAD))
+def read_entry(entry: dict) -> TeacherOutputs:
+    """The outputs a cache entry holds, from its metadata (``entry.json`` plus its ``path``, as
+    :func:`benchsuite.cache.cached_entry` returns it: ``inputs`` says which names, and whether per token)."""
+    inputs = entry["inputs"]
+    stored = load_file(str(Path(entry["path"]) / PAYLOAD))
     values = {}
     for name in inputs["names"]:
         flat, shapes = stored[name], stored[f"{name}.shapes"]
