@@ -113,7 +113,7 @@ def test_cross_layer_ties_modules_and_counts_them_once(model):
 
 
 def test_average_init_is_the_mean_of_the_group(model):
-    shared = _compress(CrossLayer(CrossLayerConfig(groups=2, epochs=0)), model).model
+    shared = _compress(CrossLayer(CrossLayerConfig(groups=2, init="average", epochs=0)), model).model
     for group, layer in (([0, 1, 2], _layers(shared)[0]), ([3, 4, 5], _layers(shared)[5])):
         for key, value in layer.state_dict().items():
             mean = torch.stack([_layers(model)[i].state_dict()[key] for i in group]).mean(0)
@@ -220,10 +220,26 @@ def test_albert_with_own_norms_ties_only_the_linears(model, tmp_path):
 
 def test_norms_is_a_late_option_so_committed_hashes_hold():
     assert "norms" not in CrossLayerConfig(groups=3).to_json()["params"]
-    # the conll2003 record cross_layer-c0db1b52d26c and the mrpc record albert-079800f1dcb4
-    assert CrossLayerConfig(hidden_weight=1.0, epochs=4.0, groups=3).config_hash() == "595492a160ba"
-    assert AlbertConfig(hidden_weight=1.0, epochs=4.0).config_hash() == "7682d3120099"
+    # the conll2003 record cross_layer-c0db1b52d26c and the mrpc record albert-079800f1dcb4, written when
+    # "average" was init's default
+    assert CrossLayerConfig(hidden_weight=1.0, epochs=4.0, groups=3, init="average").config_hash() == "595492a160ba"
+    assert AlbertConfig(hidden_weight=1.0, epochs=4.0, init="average").config_hash() == "7682d3120099"
+    # the default before init's default changed: the mrpc records cross_layer-1685a8e457b2, albert-e6e03acf981b
+    assert CrossLayerConfig(init="average").config_hash() == "e4991678be5a"
+    assert AlbertConfig(init="average").config_hash() == "971b8b3aeaa3"
     assert CrossLayerConfig(norms="own").config_hash() != CrossLayerConfig().config_hash()
+
+
+@pytest.mark.parametrize("compressor_class", [CrossLayer, Albert])
+def test_init_is_named_in_every_label_since_its_default_changed(compressor_class):
+    """Records written while "average" was the default do not list init; every later one does, so two labels
+    never name different starts alike."""
+    config_class = compressor_class.config_class
+    assert config_class().init == "first"
+    assert compressor_class(config_class()).describe()["changed"] == {"init": "first"}
+    assert compressor_class(config_class(init="average", groups=3)).describe()["changed"] == {
+        "init": "average", "groups": 3}
+    assert compressor_class(config_class(init="last")).describe()["changed"] == {"init": "last"}
 
 
 # --- tie="gradual": pulled together during recovery, tied at tie_at ----------------------------------------

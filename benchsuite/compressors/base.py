@@ -145,6 +145,10 @@ class CompressorConfig:
     # Options added after records of the config existed: left out of the JSON (so of the hash) while at their
     # default (:func:`benchsuite.canonical.canonical_json`).
     LATE_OPTIONS: ClassVar[tuple[str, ...]] = ()
+    # Options whose default changed after records of the config existed, each with the default it had. A record's
+    # ``changed`` (so its label) lists such an option whenever it differs from either default, so a label written
+    # before the change and one written after never name two configs alike.
+    FORMER_DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
         self.validate()
@@ -332,9 +336,10 @@ class Compressor(ABC):
         return load_saved(folder)
 
     def describe(self) -> dict[str, Any]:
-        defaults = self.config_class()
+        defaults, former = self.config_class(), self.config_class.FORMER_DEFAULTS
         changed = {f.name: getattr(self.config, f.name) for f in fields(self.config)
-                   if getattr(self.config, f.name) != getattr(defaults, f.name)}
+                   if getattr(self.config, f.name) != getattr(defaults, f.name)
+                   or (f.name in former and getattr(self.config, f.name) != former[f.name])}
         return {"name": self.name, "config": self.config.to_json(), "config_hash": self.config.config_hash(),
                 "changed": json.loads(json.dumps(changed))}
 

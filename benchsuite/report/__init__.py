@@ -2,7 +2,8 @@
 
 ``write_reports`` writes, per preset, ``reports/<preset>.md`` (the answer first, the baselines'
 learning curves where a task has a dev set, the pruned cells by sparsity, the distilled cells
-against their hard-label ablations, the cells recovered faster against the default, then the per-cell tables)
+against their hard-label ablations, the cells recovered faster against the default, the shared layers started
+from one of their group's layers against their average, then the per-cell tables)
 and its plots under ``reports/<preset>/``, and ``reports/summary.csv`` with a
 row per successful cell of every preset, and, when ``benchsuite optimise`` has written study files,
 ``reports/optimise.md`` with a plot per study (:mod:`benchsuite.report.optimise`). It reads records

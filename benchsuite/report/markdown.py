@@ -3,7 +3,8 @@
 Top: for each task and machine, the frontier (cells no other cell beats on retention, speed and
 size at once) and each family's best configuration, with their verdicts and plots; then the learning
 curves, the pruned cells of each task by the sparsity they reached, each distilled cell against its
-hard-label ablation, and each cell recovered faster (bf16, attention dropout) against the default. Then, per
+hard-label ablation, each cell recovered faster (bf16, attention dropout) against the default, and each
+sharing cell started from one of its group's layers against the same started from their average. Then, per
 task and machine, two tables that fit on a screen: scores (with bootstrap intervals and the
 paired retention interval) and size, memory and speed. It renders from records and
 :class:`~benchsuite.report.cells.Cell` rows only; no compressor or plugin is imported.
@@ -25,6 +26,7 @@ from benchsuite.report.cells import Cell, Predictions
 from benchsuite.report.curves import curve_section
 from benchsuite.report.faster import faster_section
 from benchsuite.report.frontier import KEEP, best_of_families, frontier, groups, held_by_noise
+from benchsuite.report.layer_start import start_section
 from benchsuite.report.sparsity import sparsity_section
 
 DEFINITIONS = f"""\
@@ -170,6 +172,7 @@ def render(preset: str, records: list[tuple[Record, str]], cells: list[Cell], pl
     if predictions is not None:
         lines += ablation_section(records, cells, predictions)
         lines += faster_section(records, cells, predictions)
+        lines += start_section(records, cells, predictions)
     lines += ["## Definitions", "", DEFINITIONS, ""]
     anchors = method_anchors({c.family for c in cells})
     if anchors:

@@ -11,7 +11,7 @@ positions and pooler 0.35M, about 3.7x fewer; ``embedding_rank=64`` gives about 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -37,13 +37,14 @@ from benchsuite.distillation.recovery import RecoveryConfig
 @dataclass(frozen=True)
 class AlbertConfig(RecoveryConfig):
     groups: int = 1  # as cross_layer's: runs of consecutive layers sharing one layer each
-    init: str = "average"  # as cross_layer's: "average", "first", "middle" or "last"
+    init: str = "first"  # as cross_layer's: "first", "middle", "last" or "average"
     embedding_rank: int | None = None  # E of the word embedding; None: a third of the hidden size
     norms: str = "shared"  # as cross_layer's: "own" keeps each depth's LayerNorms, sharing only the Linears
     tie: str = "now"  # as cross_layer's: "gradual" pulls the layers together during recovery, tied at tie_at
     tie_at: float = 0.5  # as cross_layer's
 
     LATE_OPTIONS: ClassVar[tuple[str, ...]] = ("norms", "tie", "tie_at")
+    FORMER_DEFAULTS: ClassVar[dict[str, Any]] = {"init": "average"}  # as cross_layer's
 
     def validate(self) -> None:
         super().validate()
