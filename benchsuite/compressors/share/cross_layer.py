@@ -14,11 +14,12 @@ included), then the model recovers with the distillation loss of
 teacher's layer j. Saving writes each shared layer once; loading rebuilds the tying from the
 layout's ``groups`` before reading the weights, so a reloaded model shares as the saved one did.
 
-``first`` became the default after a measurement: on mrpc, pairs of layers shared from the ``first``
-of each pair and recovered for 4 epochs with hidden-state matching kept 100.4% of the teacher's F1,
-against 91.3% from the ``average`` (+7.9 F1 [+4.9, +11.1] paired). Adjacent layers of
-all-MiniLM-L6-v2 differ by 63-75% of their norm, so their average is none of them; the first of each
-pair is a trained layer, and the three together are the 3-layer student's start (layers 0, 2, 4).
+``first`` became the default after a measurement (README, "Where a shared layer starts"): pairs of
+layers started from the ``first`` of each pair kept 99.5-101.3% of the teacher on sst2, mrpc and
+conll2003 (4 epochs, hidden-state matching), against 91.3-95.3% from the ``average``; +7.9 F1
+[+4.9, +11.1] paired on mrpc. Each Linear of all-MiniLM-L6-v2 lies 0.63-0.83 of its norm from its
+pair's average (``benchmarks/layer_distance.py``), so the average is none of the layers it replaces;
+the first of each pair is a trained layer, and layers 0, 2 and 4 are also the 3-layer student's start.
 Records from before the change hold ``init: "average"`` in their params, and their labels do not
 name it; records written since name ``init`` whichever it is (``FORMER_DEFAULTS``).
 
