@@ -18,7 +18,7 @@ SOFT = "distill-1243b599add5"  # the fixture's distill cell: its record and pred
 FOLDER = ("quick", "mrpc", "all-MiniLM-L6-v2")
 
 
-def _add_shared(results_dir, stem: str, params: dict, answers: str = SOFT) -> None:
+def _add_shared(results_dir, stem: str, params: dict, answers: str = SOFT, cpu: str | None = None) -> None:
     """The fixture's distill record recast as a cross_layer cell with ``params`` that answered as ``answers``
     did: a test of the pairing and the arithmetic, not a measurement."""
     folder = results_dir.joinpath(*FOLDER)
@@ -26,6 +26,8 @@ def _add_shared(results_dir, stem: str, params: dict, answers: str = SOFT) -> No
     data["compressor"].update(name="cross_layer", family="sharing", changed=params)
     data["compressor"]["config"]["params"] = {**data["compressor"]["config"]["params"], "groups": 3, **params}
     data["key"], data["predictions_file"] = stem.split("-")[1], f"{stem}.predictions.jsonl"
+    if cpu is not None:
+        data["cell"]["machine"]["cpu"] = cpu
     answered = read_record(MRPC / f"{answers}.json")
     data["primary_score"], data["scores"] = answered.primary_score, answered.scores
     (folder / f"{stem}.json").write_text(json.dumps(data))
@@ -76,3 +78,13 @@ def test_no_pair_no_section(results, tmp_path):  # noqa: F811
     _add_shared(results, "cross_layer-ffffffffffff", {"init": "first"})
     write_reports(results, tmp_path / "out", plots=False)
     assert "Where a shared layer starts" not in (tmp_path / "out" / "quick.md").read_text()
+
+
+def test_the_average_twin_may_come_from_another_machine_the_same_machine_first(results):  # noqa: F811
+    _add_shared(results, "cross_layer-bbbbbbbbbbbb", {"init": "average"}, cpu="Other CPU")
+    _add_shared(results, "cross_layer-ffffffffffff", {"init": "first"})
+    assert [(a[1], b[1]) for a, b in start_pairs(_loaded(results))] == [
+        ("cross_layer-ffffffffffff.json", "cross_layer-bbbbbbbbbbbb.json")]
+    _add_shared(results, "cross_layer-cccccccccccc", {"init": "average"})  # on the variant's own machine
+    assert [(a[1], b[1]) for a, b in start_pairs(_loaded(results))] == [
+        ("cross_layer-ffffffffffff.json", "cross_layer-cccccccccccc.json")]

@@ -43,21 +43,31 @@ def at_values(params: dict[str, Any], values: dict[str, Any]) -> bool:
 
 
 def variant_pairs(records: list[tuple[Record, str]], *, reference: Callable[[dict[str, Any]], bool],
-                  recipe: Callable[[dict[str, Any]], tuple]) -> list[tuple[tuple[Record, str], tuple[Record, str]]]:
+                  recipe: Callable[[dict[str, Any]], tuple], across_machines: bool = False,
+                  ) -> list[tuple[tuple[Record, str], tuple[Record, str]]]:
     """(variant, reference) pairs, each a (record, path), in path order of the variant: cells of one compressor
-    in one experiment on one machine whose options share ``recipe``, the second with ``reference`` options."""
-    references: dict[tuple, tuple[Record, str]] = {}
+    in one experiment on one machine whose options share ``recipe``, the second with ``reference`` options.
+    ``across_machines``: the reference may come from another machine (for scores, which do not depend on it the
+    way speed does), one on the variant's own machine first."""
+    references: dict[tuple, list[tuple[Record, str]]] = {}
     variants = []
     for record, path in sorted(records, key=lambda x: x[1]):
         params = _params(record) if record.status == "ok" and record.primary_score is not None else None
         if params is None:
             continue
-        place = (baseline_key(record), record.compressor.name, recipe(params))
+        experiment = baseline_key(record)[:-1] if across_machines else baseline_key(record)
+        place = (experiment, record.compressor.name, recipe(params))
         if reference(params):
-            references.setdefault(place, (record, path))
+            references.setdefault(place, []).append((record, path))
         else:
             variants.append((place, (record, path)))
-    return [(pair, references[place]) for place, pair in variants if place in references]
+    pairs = []
+    for place, (record, path) in variants:
+        found = references.get(place)
+        if found:
+            same = [r for r in found if r[0].cell.machine == record.cell.machine]
+            pairs.append(((record, path), (same or found)[0]))
+    return pairs
 
 
 def ablation_pairs(records: list[tuple[Record, str]]) -> list[tuple[tuple[Record, str], tuple[Record, str]]]:

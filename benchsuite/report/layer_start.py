@@ -1,10 +1,12 @@
 """Where a shared layer starts: each sharing cell whose layers started from one of their group's layers
 (``init`` ``first``, ``middle``, ``last``) against the same cell started from the group's ``average``.
 
-Two cells pair when they are of one compressor in one experiment on one machine and their options differ in
-``init`` alone. Both models answered the same evaluation units, so the score difference gets a paired 95%
-bootstrap interval, as the hard-label ablation does. ``average`` was the default until these pairs showed it
-was the worse start (``benchsuite.compressors.share.cross_layer``).
+Two cells pair when they are of one compressor in one experiment and their options differ in ``init`` alone.
+The average-start twin may come from another machine (one on the same machine first): the section compares
+scores, which the machine's kernels change far less than the training does, and it names both machines.
+Both models answered the same evaluation units, so the score difference gets a paired 95% bootstrap
+interval, as the hard-label ablation does. ``average`` was the default until these pairs showed it was the
+worse start (``benchsuite.compressors.share.cross_layer``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def start_pairs(records: list[tuple[Record, str]]) -> list[tuple[tuple[Record, s
     sharing = [(record, path) for record, path in records
                if "init" in (record.compressor.config.get("params") or {})]
     return variant_pairs(sharing, reference=lambda params: params["init"] == REFERENCE,
-                         recipe=lambda params: options_except(params, {"init"}))
+                         recipe=lambda params: options_except(params, {"init"}), across_machines=True)
 
 
 def start_section(records: list[tuple[Record, str]], cells: list[Cell], predictions: Predictions) -> list[str]:
@@ -46,11 +48,13 @@ def start_section(records: list[tuple[Record, str]], cells: list[Cell], predicti
             "its score": f"{reference_cell.score:.2f}", "its retention": _retention(reference_cell),
             "difference [paired 95%]": difference,
             "verdict": difference_verdict(interval, higher=f"{init} scores higher", lower="the average scores higher"),
-            "machine": cell.machine})
+            "machine": cell.machine if cell.machine == reference_cell.machine
+            else f"{cell.machine}; the average: {reference_cell.machine}"})
     return ["## Where a shared layer starts", "",
             "Each sharing cell whose shared layers started as one of their group's trained layers (`init` `first`,",
             "`middle` or `last`) beside the same compressor and options started from the group's `average`, in the",
-            "same experiment on the same machine. The difference is the first's score minus the second's, with a",
+            "same experiment; on the same machine where there is such a twin, else on another (both named: these are",
+            "scores, not speeds). The difference is the first's score minus the second's, with a",
             "paired 95% bootstrap interval over the evaluation units both answered. Cells recorded while `average`",
             "was the default do not name `init` in their label.", "",
             pd.DataFrame(rows).to_markdown(index=False), ""]
