@@ -47,7 +47,8 @@ def distances(members: list[dict[str, torch.Tensor]]) -> dict[str, dict]:
         for weight in weights:
             difference = weight - mean
             energy = torch.linalg.svdvals(difference).square()
-            cumulative = energy.cumsum(0) / energy.sum() if energy.sum() > 0 else torch.ones_like(energy)
+            total = energy.sum()
+            cumulative = energy.cumsum(0) / total if total > 0 else torch.ones_like(energy)
             rows.append({"from_average": round(float(difference.norm() / weight.norm()), 4),
                          "from_first": round(float((weight - weights[0]).norm() / weight.norm()), 4),
                          **{f"rank{r}_energy": round(float(cumulative[min(r, len(cumulative)) - 1]), 4)
@@ -75,9 +76,10 @@ def main() -> None:
                 print(f"layers {group} {name:24s} layer {i}: {row['from_average']:.2f} of its norm from the "
                       f"average, {row['from_first']:.2f} from layer {group[0]}; rank 16 holds "
                       f"{row['rank16_energy']:.2f} of the difference", flush=True)
-    values = [row["from_average"] for g in groups for rows in g["linears"].values() for row in rows]
-    rank16 = [row["rank16_energy"] for g in groups for rows in g["linears"].values() for row in rows]
-    from_first = [row["from_first"] for g in groups for rows in g["linears"].values() for row in rows[1:]]
+    per_linear = [rows for g in groups for rows in g["linears"].values()]  # each Linear's rows, first member first
+    values = [row["from_average"] for rows in per_linear for row in rows]
+    rank16 = [row["rank16_energy"] for rows in per_linear for row in rows]
+    from_first = [row["from_first"] for rows in per_linear for row in rows[1:]]
     git = _git()
     record = {"what": "relative distance of each shared group member's Linear weights from the group's average "
                       "and first member, and the rank-r energy of the difference from the average",

@@ -26,11 +26,22 @@ def _add(results_dir, *stems: str) -> None:
         shutil.copy(MRPC / f"{stem}.predictions.jsonl", folder)
 
 
-def _rows(text: str) -> list[list[str]]:
-    section = text[text.index("## Distillation against its hard-label ablation"):]
+def section_rows(text: str, heading: str, start: str) -> list[list[str]]:
+    """The cells of each table row starting with ``start`` in the report section under ``heading``."""
+    section = text[text.index(heading):]
     section = section[:section.index("\n## ", 5)]
     return [[part.strip() for part in line.split("|")[1:-1]] for line in section.splitlines()
-            if line.startswith("| `")]
+            if line.startswith(start)]
+
+
+def mrpc_f1(stem: str) -> bootstrap.Statistic:
+    """The bootstrap statistic of a committed mrpc cell's predictions."""
+    lines = (MRPC / f"{stem}.predictions.jsonl").read_text().splitlines()
+    return bootstrap.statistic("classification", "f1", [json.loads(line) for line in lines])
+
+
+def _rows(text: str) -> list[list[str]]:
+    return section_rows(text, "## Distillation against its hard-label ablation", "| `")
 
 
 def test_each_distilled_cell_meets_its_own_ablation_and_nothing_else(results):  # noqa: F811
@@ -48,11 +59,7 @@ def test_the_section_gives_the_paired_difference_of_the_two_scores(results, tmp_
     assert len(rows) == 1
     soft, hard = read_record(MRPC / "distill-1243b599add5.json"), read_record(MRPC / f"{HARD}.json")
 
-    def stat(stem):
-        lines = (MRPC / f"{stem}.predictions.jsonl").read_text().splitlines()
-        return bootstrap.statistic("classification", "f1", [json.loads(line) for line in lines])
-
-    interval = bootstrap.difference_interval(stat("distill-1243b599add5"), stat(HARD))
+    interval = bootstrap.difference_interval(mrpc_f1("distill-1243b599add5"), mrpc_f1(HARD))
     row = rows[0]
     assert row[0] == "`distill`" and row[3] == "`distill:alpha=0.0`"
     assert float(row[1]) == pytest.approx(soft.primary_score, abs=0.005)

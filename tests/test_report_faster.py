@@ -11,7 +11,7 @@ from benchsuite.records import read_record
 from benchsuite.report import bootstrap, write_reports
 from benchsuite.report.faster import faster_pairs, recovery_times
 from tests.test_report import MRPC, results  # noqa: F401 (the fixture)
-from tests.test_report_ablation import HARD, _add
+from tests.test_report_ablation import HARD, _add, mrpc_f1, section_rows
 
 SOFT = "distill-1243b599add5"  # the fixture's distill cell, recovered in fp32
 BF16 = "distill-b16b16b16b16"  # a copy of it marked as recovered in bf16, answering as the hard-label cell did
@@ -50,20 +50,13 @@ def test_the_section_gives_the_paired_difference_and_the_recovery_seconds(result
     _add_bf16(results)
     write_reports(results, tmp_path / "out", plots=False)
     text = (tmp_path / "out" / "quick.md").read_text()
-    section = text[text.index("## Faster recovery against the default recipe"):]
-    section = section[:section.index("\n## ", 5)]
-    rows = [[part.strip() for part in line.split("|")[1:-1]] for line in section.splitlines()
-            if line.startswith("| mrpc")]
+    rows = section_rows(text, "## Faster recovery against the default recipe", "| mrpc")
     assert len(rows) == 1
     row = rows[0]
 
-    def stat(stem):
-        lines = (MRPC / f"{stem}.predictions.jsonl").read_text().splitlines()
-        return bootstrap.statistic("classification", "f1", [json.loads(line) for line in lines])
-
     fp32 = read_record(MRPC / f"{SOFT}.json")
     bf16 = read_record(MRPC / f"{HARD}.json")  # what the copy answered
-    interval = bootstrap.difference_interval(stat(HARD), stat(SOFT))
+    interval = bootstrap.difference_interval(mrpc_f1(HARD), mrpc_f1(SOFT))
     assert row[1] == "`distill:train_precision=bf16`" and row[3] == "`distill`"
     assert float(row[2]) == pytest.approx(bf16.primary_score, abs=0.005)
     assert row[5] == (f"{bf16.primary_score - fp32.primary_score:+.2f} "

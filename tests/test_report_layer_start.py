@@ -12,7 +12,7 @@ from benchsuite.records import read_record
 from benchsuite.report import bootstrap, write_reports
 from benchsuite.report.layer_start import start_pairs
 from tests.test_report import MRPC, results  # noqa: F401 (the fixture)
-from tests.test_report_ablation import HARD
+from tests.test_report_ablation import HARD, mrpc_f1, section_rows
 
 SOFT = "distill-1243b599add5"  # the fixture's distill cell: its record and predictions stand in for a sharing cell
 FOLDER = ("quick", "mrpc", "all-MiniLM-L6-v2")
@@ -54,19 +54,12 @@ def test_the_section_gives_the_paired_difference(results, tmp_path):  # noqa: F8
     _add_shared(results, "cross_layer-ffffffffffff", {"init": "first"})
     write_reports(results, tmp_path / "out", plots=False)
     text = (tmp_path / "out" / "quick.md").read_text()
-    section = text[text.index("## Where a shared layer starts"):]
-    section = section[:section.index("\n## ", 5)]
-    rows = [[part.strip() for part in line.split("|")[1:-1]] for line in section.splitlines()
-            if line.startswith("| mrpc")]
+    rows = section_rows(text, "## Where a shared layer starts", "| mrpc")
     assert len(rows) == 1
     row = rows[0]
 
-    def stat(stem):
-        lines = (MRPC / f"{stem}.predictions.jsonl").read_text().splitlines()
-        return bootstrap.statistic("classification", "f1", [json.loads(line) for line in lines])
-
     first, average = read_record(MRPC / f"{SOFT}.json"), read_record(MRPC / f"{HARD}.json")
-    interval = bootstrap.difference_interval(stat(SOFT), stat(HARD))
+    interval = bootstrap.difference_interval(mrpc_f1(SOFT), mrpc_f1(HARD))
     assert row[1] == "`cross_layer:init=first`" and row[2] == "first" and row[5] == "`cross_layer:init=average`"
     assert float(row[3]) == pytest.approx(first.primary_score, abs=0.005)
     assert float(row[6]) == pytest.approx(average.primary_score, abs=0.005)

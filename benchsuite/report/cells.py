@@ -130,6 +130,13 @@ def experiment(record: Record) -> str:
             f"eval {record.data.eval.rows_used:,}, seed {cell.seed} [{digest}]")
 
 
+def percent(value: float | None, low: float | None = None, high: float | None = None) -> str:
+    """A percentage for a table, with its interval where both ends are known: ``95.50% [92.60-98.40]``."""
+    if value is None:
+        return "n/a"
+    return f"{value:.2f}% [{low:.2f}-{high:.2f}]" if low is not None and high is not None else f"{value:.2f}%"
+
+
 def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(float(value), digits)
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from benchsuite.records import Record
 from benchsuite.report.ablation import difference_verdict, options_except, paired_difference, variant_pairs
-from benchsuite.report.cells import Cell, Predictions
+from benchsuite.report.cells import Cell, Predictions, percent
 
 REFERENCE = "average"
 
@@ -61,8 +61,4 @@ def start_section(records: list[tuple[Record, str]], cells: list[Cell], predicti
 
 
 def _retention(cell: Cell) -> str:
-    if cell.retention is None:
-        return "n/a"
-    if cell.retention_ci_low is None:
-        return f"{cell.retention:.1f}%"
-    return f"{cell.retention:.1f}% [{cell.retention_ci_low:.1f}-{cell.retention_ci_high:.1f}]"
+    return percent(cell.retention, cell.retention_ci_low, cell.retention_ci_high)

@@ -15,6 +15,7 @@ from pathlib import Path
 from benchsuite.fileio import write_text_atomic
 from benchsuite.optimise.frontier import candidate_frontier
 from benchsuite.optimise.study import SUFFIX, CandidateResult, Study, chosen, read_study
+from benchsuite.report.cells import percent
 from benchsuite.report.plots import pyplot, save_figure, slug
 
 log = logging.getLogger("benchsuite.report")
@@ -64,12 +65,6 @@ def write_optimise_report(results_dir: Path, out_dir: Path) -> list[Path]:
     return [report, *written]
 
 
-def _pct(value: float | None, low: float | None = None, high: float | None = None) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.2f}% [{low:.2f}-{high:.2f}]" if low is not None and high is not None else f"{value:.2f}%"
-
-
 def _ratio(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}x"
 
@@ -96,7 +91,7 @@ def _section(study: Study, path: str, figure: Path | None, out_dir: Path) -> lis
         lines += [f"**Chosen: none.** No measured candidate keeps {100 * key.min_retention:g}% on the full "
                   f"evaluation split yet.", ""]
     else:
-        retention = _pct(best.retention, best.retention_ci_low, best.retention_ci_high)
+        retention = percent(best.retention, best.retention_ci_low, best.retention_ci_high)
         lines += [f"**Chosen: `{best.spec}`**: retention {retention} (paired 95% interval), speedup "
                   f"{_ratio(best.speedup)} at batch 32, {_ratio(best.compression)} smaller; record `{best.record}`.",
                   ""]
@@ -111,7 +106,7 @@ def _section(study: Study, path: str, figure: Path | None, out_dir: Path) -> lis
                   "| candidate | retention [paired 95%] | speedup b32 | smaller | meets bound |",
                   "|---|---|---|---|---|"]
         for c in sorted(front, key=lambda c: -(c.retention or 0)):
-            lines.append(f"| `{c.spec}` | {_pct(c.retention, c.retention_ci_low, c.retention_ci_high)} | "
+            lines.append(f"| `{c.spec}` | {percent(c.retention, c.retention_ci_low, c.retention_ci_high)} | "
                          f"{_ratio(c.speedup)} | {_ratio(c.compression)} | {'yes' if c.meets_bound else 'no'} |")
         lines.append("")
     lines += ["Every candidate tried:", "",
@@ -120,7 +115,7 @@ def _section(study: Study, path: str, figure: Path | None, out_dir: Path) -> lis
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in study.candidates:
         lines.append(f"| {c.number} | {c.run} | `{c.spec}` | {_outcome(c)} | {_slice(c)} | "
-                     f"{_pct(c.retention, c.retention_ci_low, c.retention_ci_high)} | {_ratio(c.speedup)} | "
+                     f"{percent(c.retention, c.retention_ci_low, c.retention_ci_high)} | {_ratio(c.speedup)} | "
                      f"{_ratio(c.compression)} | " + " | ".join(_seconds(c, k) for k in
                                                               ("compress", "slice", "score_and_measure", "total"))
                      + " |")
@@ -139,7 +134,7 @@ def _outcome(c: CandidateResult) -> str:
 def _slice(c: CandidateResult) -> str:
     if c.slice is None:
         return "-"
-    return _pct(c.slice.retention, c.slice.ci_low, c.slice.ci_high)
+    return percent(c.slice.retention, c.slice.ci_low, c.slice.ci_high)
 
 
 def _seconds(c: CandidateResult, key: str) -> str:
