@@ -19,7 +19,7 @@ import pandas as pd
 
 from benchsuite.records import Record
 from benchsuite.report import bootstrap
-from benchsuite.report.cells import Cell, Predictions, baseline_key
+from benchsuite.report.cells import Cell, Predictions, baseline_key, experiment_key
 
 SIGNAL = {"alpha": 0.0, "hidden_weight": 0.0, "attention_weight": 0.0}  # the hard-label values
 IGNORED = ("temperature", "hidden_distance")  # no effect once the signal is off
@@ -55,7 +55,7 @@ def variant_pairs(records: list[tuple[Record, str]], *, reference: Callable[[dic
         params = _params(record) if record.status == "ok" and record.primary_score is not None else None
         if params is None:
             continue
-        experiment = baseline_key(record)[:-1] if across_machines else baseline_key(record)
+        experiment = experiment_key(record) if across_machines else baseline_key(record)
         place = (experiment, record.compressor.name, recipe(params))
         if reference(params):
             references.setdefault(place, []).append((record, path))

@@ -122,10 +122,15 @@ def baseline_key(record: Record) -> tuple:
             cell.eval_data, cell.epochs, cell.seed, cell.machine)
 
 
+def experiment_key(record: Record) -> tuple:
+    """The baseline key without the machine: what a cell shares with the same experiment run elsewhere."""
+    return baseline_key(record)[:-1]
+
+
 def experiment(record: Record) -> str:
     """The cell's experiment in words, with a digest that tells apart two that read alike."""
     cell = record.cell
-    digest = hashlib.sha256(repr(baseline_key(record)[:-1]).encode()).hexdigest()[:6]
+    digest = hashlib.sha256(repr(experiment_key(record)).encode()).hexdigest()[:6]
     return (f"task v{cell.task_version}, train {record.data.train.rows_used:,} x {cell.epochs:g}, "
             f"eval {record.data.eval.rows_used:,}, seed {cell.seed} [{digest}]")
 
