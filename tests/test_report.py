@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 
 from benchsuite.cellkey import CellKey
+from benchsuite.records import read_record
 from benchsuite.report import write_reports
-from benchsuite.report.cells import COLUMNS, Cell
+from benchsuite.report.cells import COLUMNS, Cell, record_label
+from benchsuite.report.curves import recovery_curves
 from benchsuite.report.frontier import best_of_families, frontier
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,6 +152,28 @@ def test_experiments_on_one_machine_are_kept_apart_and_a_learning_curve_is_shown
     # without plots, the table is still there
     write_reports(results.parent / "results", tmp_path / "again", plots=False)
     assert "| 0.5 | 160 |" in (tmp_path / "again" / "quick.md").read_text()
+
+
+def test_a_pipeline_stage_s_recovery_curve_is_found_and_named_by_its_stage(tmp_path):
+    """A pipeline trains in a stage (``soft_movement+embedding_int8``): its curve lies under the stage's recovery,
+    and the curves section shows it, named with the stage; a record with no curve anywhere shows none."""
+    data = json.loads((MRPC / "distill-1243b599add5.json").read_text())
+    rows = [{"step": s, "seen": 32 * s, "train_loss": 1.0 / s, "epochs": s / 10, "dev_scores": {"f1": 60.0 + s}}
+            for s in (5, 10)]
+    data["compressor"]["recovery"] = {"stages": [
+        {"name": "distill", "recovery": {**data["compressor"]["recovery"], "curve": rows}, "seconds": 1.0},
+        {"name": "embedding_int8", "recovery": None, "seconds": 0.0}]}
+    (tmp_path / "staged.json").write_text(json.dumps(data))
+    staged = read_record(tmp_path / "staged.json")
+    assert recovery_curves(staged) == [(f"{record_label(staged)}, stage distill",
+                                        data["compressor"]["recovery"]["stages"][0]["recovery"])]
+    data["compressor"]["recovery"]["stages"][0]["recovery"].pop("curve")
+    (tmp_path / "none.json").write_text(json.dumps(data))
+    assert recovery_curves(read_record(tmp_path / "none.json")) == []
+    data["compressor"]["recovery"] = {**data["compressor"]["recovery"]["stages"][0]["recovery"], "curve": rows}
+    (tmp_path / "own.json").write_text(json.dumps(data))
+    own = read_record(tmp_path / "own.json")
+    assert recovery_curves(own) == [(record_label(own), data["compressor"]["recovery"])]
 
 
 def test_two_machines_are_never_compared_nor_drawn_together(results, tmp_path):

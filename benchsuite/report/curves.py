@@ -5,8 +5,8 @@ scores it during the baseline's fine-tuning (:func:`benchsuite.runner.fine_tuned
 record keeps the rows under ``baseline.training.curve``. Each fine-tuning appears once (records of
 other machines that reused the cached model carry the same curve), as a table and a PNG of the
 primary metric against the training windows seen. A compressor's recovery training scores the same dev
-rows (``compressor.recovery.curve``): its rows follow, each against the end of its teacher's curve, with a
-plot per teacher. Rendered from records only.
+rows (``compressor.recovery.curve``, or each pipeline stage's under ``compressor.recovery.stages``): its rows
+follow, each against the end of its teacher's curve, with a plot per teacher. Rendered from records only.
 """
 
 from __future__ import annotations
@@ -43,13 +43,22 @@ def curve_section(records: list[Record], out_dir: Path, figures_dir: Path | None
     return lines + _recovery_section(records, trained, out_dir, figures_dir)
 
 
+def recovery_curves(record: Record) -> list[tuple[str, dict]]:
+    """(label, recovery) for each recovery of ``record`` that scored the dev rows: the compressor's own, or each
+    pipeline stage's (``soft_movement+embedding_int8`` trains in its first stage), labelled with its stage."""
+    recovery = record.compressor.recovery or {}
+    if recovery.get("curve"):
+        return [(record_label(record), recovery)]
+    return [(f"{record_label(record)}, stage {stage.get('name')}", stage["recovery"])
+            for stage in recovery.get("stages") or [] if (stage.get("recovery") or {}).get("curve")]
+
+
 def recovered_with_curves(records: list[Record]) -> dict[str, list[Record]]:
-    """By teacher (the baseline's cache key): one record per recovery that recorded a curve (the first by path
-    order of each compressor, config and seed), in order of their labels."""
+    """By teacher (the baseline's cache key): one record per compressor, config and seed whose recovery, or one
+    of whose pipeline stages, recorded a curve (the first by path order), in order of their labels."""
     found: dict[tuple, Record] = {}
     for record in records:
-        recovery = record.compressor.recovery or {}
-        if record.status == "ok" and record.compressor.name != "baseline" and recovery.get("curve"):
+        if record.status == "ok" and record.compressor.name != "baseline" and recovery_curves(record):
             found.setdefault((record.baseline.cache_key, record.compressor.name, record.compressor.config_hash,
                               record.cell.seed), record)  # one config class may serve two names (fp16, bf16)
     by_teacher: dict[str, list[Record]] = {}
@@ -78,10 +87,9 @@ def _recovery_section(records: list[Record], trained: list[Record], out_dir: Pat
                   "", f"| cell | epochs | windows seen | train loss (last 50 steps) | dev {metric} "
                       "| of the teacher's |",
                   "|---|---:|---:|---:|---:|---:|"]
-        for record in students:
-            name, kept = record_label(record), record.compressor.recovery.get("kept_step")
-            for row in record.compressor.recovery["curve"]:
-                score, mark = row["dev_scores"][metric], " (kept)" if row["step"] == kept else ""
+        for name, recovery in (curve for record in students for curve in recovery_curves(record)):
+            for row in recovery["curve"]:
+                score, mark = row["dev_scores"][metric], " (kept)" if row["step"] == recovery.get("kept_step") else ""
                 lines.append(f"| `{name}` | {row['epochs']:g}{mark} | {row['seen']:,} | {row['train_loss']:.3f} | "
                              f"{score:.2f} | {100 * score / final:.1f}% |")
         lines.append("")
@@ -150,10 +158,10 @@ def _plot_recovery(teacher: Record, students: list[Record], path: Path) -> Path:
     curve = teacher.baseline.training["curve"]
     ax.plot([row["epochs"] for row in curve], [row["dev_scores"][metric] for row in curve], marker="o",
             color="#000000", linewidth=1.6, label="teacher (baseline fine-tuning)")
-    for record in students:
-        rows = record.compressor.recovery["curve"]
+    for name, recovery in (curve for record in students for curve in recovery_curves(record)):
+        rows = recovery["curve"]
         ax.plot([row["epochs"] for row in rows], [row["dev_scores"][metric] for row in rows], marker=".",
-                linewidth=1.0, label=record_label(record)[:70])
+                linewidth=1.0, label=name[:70])
     ax.set_xlabel("epochs of training")
     ax.set_ylabel(f"dev {metric} (0-100)")
     ax.set_title(f"{teacher.task.name}: recovery against its teacher ({teacher.model.name.split('/')[-1]})")
