@@ -155,8 +155,9 @@ def test_experiments_on_one_machine_are_kept_apart_and_a_learning_curve_is_shown
 
 
 def test_a_pipeline_stage_s_recovery_curve_is_found_and_named_by_its_stage(tmp_path):
-    """A pipeline trains in a stage (``soft_movement+embedding_int8``): its curve lies under the stage's recovery,
-    and the curves section shows it, named with the stage; a record with no curve anywhere shows none."""
+    """A pipeline trains in a stage (``soft_movement+embedding_int8``): its curve lies under the stage's recovery
+    and is found there, named with the stage; a record with no curve anywhere has none; a compressor's own curve
+    is named by the record's label alone."""
     data = json.loads((MRPC / "distill-1243b599add5.json").read_text())
     rows = [{"step": s, "seen": 32 * s, "train_loss": 1.0 / s, "epochs": s / 10, "dev_scores": {"f1": 60.0 + s}}
             for s in (5, 10)]
