@@ -124,6 +124,12 @@ class CompressorInfo:
     # A pipeline's stages, in order (its layout and recovery hold theirs under "stages"); None: one compressor.
     stages: list[StageInfo] | None = None
 
+    def stage_recoveries(self) -> list[tuple[str, dict[str, Any] | None]]:
+        """(name, recovery) of each stage in order; one compressor is its own single stage."""
+        if self.stages is None:
+            return [(self.name, self.recovery)]
+        return [(stage.get("name", ""), stage.get("recovery")) for stage in (self.recovery or {}).get("stages") or []]
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CompressorInfo:
         data = dict(data)

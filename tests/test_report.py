@@ -161,8 +161,14 @@ def test_a_pipeline_stage_s_recovery_curve_is_found_and_named_by_its_stage(tmp_p
     data = json.loads((MRPC / "distill-1243b599add5.json").read_text())
     rows = [{"step": s, "seen": 32 * s, "train_loss": 1.0 / s, "epochs": s / 10, "dev_scores": {"f1": 60.0 + s}}
             for s in (5, 10)]
-    data["compressor"]["recovery"] = {"stages": [
-        {"name": "distill", "recovery": {**data["compressor"]["recovery"], "curve": rows}, "seconds": 1.0},
+    compressor = data["compressor"]
+    int8 = json.loads((MRPC / "soft_movement+embedding_int8-74c435342012.json").read_text())["compressor"]["stages"][1]
+    own_stage = {k: compressor[k] for k in ("name", "config", "config_hash", "changed", "provider", "family",
+                                              "compute")}
+    compressor.update(name="distill+embedding_int8", changed={"pipeline": "distill+embedding_int8"},
+                      stages=[own_stage, int8])  # as a pipeline record names itself and its stages
+    compressor["recovery"] = {"stages": [
+        {"name": "distill", "recovery": {**compressor["recovery"], "curve": rows}, "seconds": 1.0},
         {"name": "embedding_int8", "recovery": None, "seconds": 0.0}]}
     (tmp_path / "staged.json").write_text(json.dumps(data))
     staged = read_record(tmp_path / "staged.json")
@@ -172,6 +178,7 @@ def test_a_pipeline_stage_s_recovery_curve_is_found_and_named_by_its_stage(tmp_p
     (tmp_path / "none.json").write_text(json.dumps(data))
     assert recovery_curves(read_record(tmp_path / "none.json")) == []
     data["compressor"]["recovery"] = {**data["compressor"]["recovery"]["stages"][0]["recovery"], "curve": rows}
+    data["compressor"].update(name=own_stage["name"], changed=own_stage["changed"], stages=None)  # one compressor
     (tmp_path / "own.json").write_text(json.dumps(data))
     own = read_record(tmp_path / "own.json")
     assert recovery_curves(own) == [(record_label(own), data["compressor"]["recovery"])]

@@ -46,24 +46,27 @@ def curve_section(records: list[Record], out_dir: Path, figures_dir: Path | None
 def recovery_curves(record: Record) -> list[tuple[str, dict]]:
     """(label, recovery) for each recovery of ``record`` that scored the dev rows: the compressor's own, or each
     pipeline stage's (``soft_movement+embedding_int8`` trains in its first stage), labelled with its stage."""
-    recovery = record.compressor.recovery or {}
-    if recovery.get("curve"):
-        return [(record_label(record), recovery)]
-    return [(f"{record_label(record)}, stage {stage.get('name')}", stage["recovery"])
-            for stage in recovery.get("stages") or [] if (stage.get("recovery") or {}).get("curve")]
+    label, staged = record_label(record), record.compressor.stages is not None
+    return [(f"{label}, stage {name}" if staged else label, recovery)
+            for name, recovery in record.compressor.stage_recoveries() if (recovery or {}).get("curve")]
 
 
-def recovered_with_curves(records: list[Record]) -> dict[str, list[Record]]:
-    """By teacher (the baseline's cache key): one record per compressor, config and seed whose recovery, or one
-    of whose pipeline stages, recorded a curve (the first by path order), in order of their labels."""
-    found: dict[tuple, Record] = {}
+def recovered_with_curves(records: list[Record]) -> dict[str, list[tuple[str, dict]]]:
+    """By teacher (the baseline's cache key): the :func:`recovery_curves` of one record per compressor, config and
+    seed that recorded any (the first by path order), in order of the records' labels."""
+    found: dict[tuple, tuple[Record, list[tuple[str, dict]]]] = {}
     for record in records:
-        if record.status == "ok" and record.compressor.name != "baseline" and recovery_curves(record):
+        curves = recovery_curves(record) if record.status == "ok" and record.compressor.name != "baseline" else []
+        if curves:
             found.setdefault((record.baseline.cache_key, record.compressor.name, record.compressor.config_hash,
-                              record.cell.seed), record)  # one config class may serve two names (fp16, bf16)
-    by_teacher: dict[str, list[Record]] = {}
-    for (teacher, *_), record in sorted(found.items(), key=lambda kv: (kv[0][0], record_label(kv[1]), kv[0][3])):
-        by_teacher.setdefault(teacher, []).append(record)
+                              record.cell.seed), (record, curves))  # one config class may serve two names (fp16, bf16)
+    def order(item: tuple[tuple, tuple[Record, list]]) -> tuple:
+        (teacher, *_, seed), (record, _) = item
+        return teacher, record_label(record), seed
+
+    by_teacher: dict[str, list[tuple[str, dict]]] = {}
+    for (teacher, *_), (_, curves) in sorted(found.items(), key=order):
+        by_teacher.setdefault(teacher, []).extend(curves)
     return by_teacher
 
 
@@ -87,7 +90,7 @@ def _recovery_section(records: list[Record], trained: list[Record], out_dir: Pat
                   "", f"| cell | epochs | windows seen | train loss (last 50 steps) | dev {metric} "
                       "| of the teacher's |",
                   "|---|---:|---:|---:|---:|---:|"]
-        for name, recovery in (curve for record in students for curve in recovery_curves(record)):
+        for name, recovery in students:
             for row in recovery["curve"]:
                 score, mark = row["dev_scores"][metric], " (kept)" if row["step"] == recovery.get("kept_step") else ""
                 lines.append(f"| `{name}` | {row['epochs']:g}{mark} | {row['seen']:,} | {row['train_loss']:.3f} | "
@@ -151,14 +154,14 @@ def _plot(record: Record, path: Path) -> Path:
     return _finish(plt, fig, ax, path, legend_size=7)
 
 
-def _plot_recovery(teacher: Record, students: list[Record], path: Path) -> Path:
+def _plot_recovery(teacher: Record, students: list[tuple[str, dict]], path: Path) -> Path:
     plt = pyplot()
     metric = teacher.task.primary_metric
     fig, ax = plt.subplots(figsize=(8, 4.5))
     curve = teacher.baseline.training["curve"]
     ax.plot([row["epochs"] for row in curve], [row["dev_scores"][metric] for row in curve], marker="o",
             color="#000000", linewidth=1.6, label="teacher (baseline fine-tuning)")
-    for name, recovery in (curve for record in students for curve in recovery_curves(record)):
+    for name, recovery in students:
         rows = recovery["curve"]
         ax.plot([row["epochs"] for row in rows], [row["dev_scores"][metric] for row in rows], marker=".",
                 linewidth=1.0, label=name[:70])

@@ -42,10 +42,10 @@ def pruning_stage(record: Record) -> tuple[str, dict[str, Any], dict[str, Any] |
     info = record.compressor
     if info.stages:
         layouts = (info.layout or {}).get("stages") or []
-        recoveries = (info.recovery or {}).get("stages") or []
-        stages = [(s.get("name", ""), s.get("layout") or {},
-                   next((r.get("recovery") for r in recoveries if r.get("name") == s.get("name")), None))
-                  for s in layouts]
+        recoveries: dict[str, dict[str, Any] | None] = {}
+        for name, recovery in info.stage_recoveries():
+            recoveries.setdefault(name, recovery)  # the first stage of that name, as its layout is found
+        stages = [(s.get("name", ""), s.get("layout") or {}, recoveries.get(s.get("name", ""))) for s in layouts]
     else:
         stages = [(info.name, info.layout or {}, info.recovery)]
     for name, layout, recovery in stages:
