@@ -15,7 +15,7 @@ from benchsuite.cellkey import CellKey
 from benchsuite.records import read_record
 from benchsuite.report import write_reports
 from benchsuite.report.cells import COLUMNS, Cell, record_label
-from benchsuite.report.curves import recovery_curves
+from benchsuite.report.curves import recovered_with_curves, recovery_curves
 from benchsuite.report.frontier import best_of_families, frontier
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,6 +174,13 @@ def test_a_pipeline_stage_s_recovery_curve_is_found_and_named_by_its_stage(tmp_p
     staged = read_record(tmp_path / "staged.json")
     assert recovery_curves(staged) == [(f"{record_label(staged)}, stage distill",
                                         data["compressor"]["recovery"]["stages"][0]["recovery"])]
+    # a second pipeline that reused the cached first stage carries the same recovery: it is listed once
+    twin = json.loads(json.dumps(data))
+    twin["compressor"].update(name="distill+csr", config_hash="another-hash", changed={"pipeline": "distill+csr"})
+    (tmp_path / "twin.json").write_text(json.dumps(twin))
+    both = recovered_with_curves([staged, read_record(tmp_path / "twin.json")])
+    assert both == {staged.baseline.cache_key: [("distill+csr, stage distill (also in 1 other pipeline)",
+                                                 data["compressor"]["recovery"]["stages"][0]["recovery"])]}
     data["compressor"]["recovery"]["stages"][0]["recovery"].pop("curve")
     (tmp_path / "none.json").write_text(json.dumps(data))
     assert recovery_curves(read_record(tmp_path / "none.json")) == []

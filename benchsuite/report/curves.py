@@ -53,7 +53,7 @@ def recovery_curves(record: Record) -> list[tuple[str, dict]]:
 
 def recovered_with_curves(records: list[Record]) -> dict[str, list[tuple[str, dict]]]:
     """By teacher (the baseline's cache key): the :func:`recovery_curves` of one record per compressor, config and
-    seed that recorded any (the first by path order), in order of the records' labels."""
+    seed that recorded any (the first by path order), in order of the records' labels, each recovery once."""
     found: dict[tuple, tuple[Record, list[tuple[str, dict]]]] = {}
     for record in records:
         curves = recovery_curves(record) if record.status == "ok" and record.compressor.name != "baseline" else []
@@ -67,7 +67,22 @@ def recovered_with_curves(records: list[Record]) -> dict[str, list[tuple[str, di
     by_teacher: dict[str, list[tuple[str, dict]]] = {}
     for (teacher, *_), (_, curves) in sorted(found.items(), key=order):
         by_teacher.setdefault(teacher, []).extend(curves)
-    return by_teacher
+    return {teacher: _once(curves) for teacher, curves in by_teacher.items()}
+
+
+def _once(curves: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """Each recovery once: pipelines that reused a cached stage (``a+b`` and ``a+c`` share ``a``'s training)
+    carry the same recovery; the first label keeps it and says how many others reused it."""
+    kept: list[tuple[str, dict, int]] = []
+    for label, recovery in curves:
+        same = next((i for i, (_, seen, _) in enumerate(kept) if seen == recovery), None)
+        if same is None:
+            kept.append((label, recovery, 0))
+        else:
+            first, seen, others = kept[same]
+            kept[same] = (first, seen, others + 1)
+    return [(label if not others else f"{label} (also in {others} other pipeline{'s' * (others > 1)})", recovery)
+            for label, recovery, others in kept]
 
 
 def _recovery_section(records: list[Record], trained: list[Record], out_dir: Path,
