@@ -35,11 +35,14 @@ def question_f1(path: Path, record: Record) -> pd.Series:
     return pd.Series({r["id"]: 100 * max(_token_f1(r["prediction"], g) for g in r["gold"]) for r in rows})
 
 
+def _frame(baseline: pd.Series, model: pd.Series, groups: pd.Series) -> pd.DataFrame:
+    return pd.DataFrame({"baseline": baseline, "model": model.reindex(baseline.index), "group": groups})
+
+
 def group_table(baseline: pd.Series, model: pd.Series, groups: pd.Series) -> pd.DataFrame:
     """Questions, baseline F1, model F1 and retention (%) per group, lowest retention first."""
-    frame = pd.DataFrame({"baseline": baseline, "model": model.reindex(baseline.index), "group": groups})
-    table = frame.groupby("group").agg(questions=("baseline", "size"), baseline=("baseline", "mean"),
-                                       model=("model", "mean"))
+    table = _frame(baseline, model, groups).groupby("group").agg(
+        questions=("baseline", "size"), baseline=("baseline", "mean"), model=("model", "mean"))
     table["retention"] = 100 * table["model"] / table["baseline"]
     return table.sort_values("retention")
 
@@ -48,8 +51,7 @@ def drawn_retention(baseline: pd.Series, model: pd.Series, groups: pd.Series, si
                     seed: int = 0) -> np.ndarray:
     """Retention over the questions of ``size`` groups drawn without replacement, once per draw."""
     names = np.array(sorted(groups.unique()))
-    sums = pd.DataFrame({"baseline": baseline, "model": model.reindex(baseline.index), "group": groups})\
-        .groupby("group")[["baseline", "model"]].sum().loc[names].to_numpy()
+    sums = _frame(baseline, model, groups).groupby("group")[["baseline", "model"]].sum().loc[names].to_numpy()
     rng = np.random.default_rng(seed)
     picks = np.stack([rng.choice(len(names), size, replace=False) for _ in range(draws)])
     chosen = sums[picks].sum(axis=1)
