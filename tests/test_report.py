@@ -181,6 +181,14 @@ def test_a_pipeline_stage_s_recovery_curve_is_found_and_named_by_its_stage(tmp_p
     both = recovered_with_curves([staged, read_record(tmp_path / "twin.json")])
     assert both == {staged.baseline.cache_key: [("distill+csr, stage distill (also in 1 other pipeline)",
                                                  data["compressor"]["recovery"]["stages"][0]["recovery"])]}
+    # where the records say which pipeline trained the stage and which took it from the cache, the trainer names it
+    data["compressor"]["recovery"]["stages"][0]["reused_from_cache"] = False
+    twin["compressor"]["recovery"]["stages"][0]["reused_from_cache"] = True
+    (tmp_path / "staged.json").write_text(json.dumps(data))
+    (tmp_path / "twin.json").write_text(json.dumps(twin))
+    both = recovered_with_curves([read_record(tmp_path / "twin.json"), read_record(tmp_path / "staged.json")])
+    assert both == {staged.baseline.cache_key: [("distill+embedding_int8, stage distill (also in 1 other pipeline)",
+                                                 data["compressor"]["recovery"]["stages"][0]["recovery"])]}
     data["compressor"]["recovery"]["stages"][0]["recovery"].pop("curve")
     (tmp_path / "none.json").write_text(json.dumps(data))
     assert recovery_curves(read_record(tmp_path / "none.json")) == []

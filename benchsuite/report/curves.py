@@ -54,35 +54,49 @@ def recovery_curves(record: Record) -> list[tuple[str, dict]]:
 def recovered_with_curves(records: list[Record]) -> dict[str, list[tuple[str, dict]]]:
     """By teacher (the baseline's cache key): the :func:`recovery_curves` of one record per compressor, config and
     seed that recorded any (the first by path order), in order of the records' labels, each recovery once."""
-    found: dict[tuple, tuple[Record, list[tuple[str, dict]]]] = {}
+    found: dict[tuple, tuple[Record, list[tuple[str, dict, bool]]]] = {}
     for record in records:
         curves = recovery_curves(record) if record.status == "ok" and record.compressor.name != "baseline" else []
         if curves:
             found.setdefault((record.baseline.cache_key, record.compressor.name, record.compressor.config_hash,
-                              record.cell.seed), (record, curves))  # one config class may serve two names (fp16, bf16)
+                              record.cell.seed),  # one config class may serve two names (fp16, bf16)
+                             (record, [(label, recovery, reused) for (label, recovery), reused
+                                       in zip(curves, _reused(record), strict=True)]))
     def order(item: tuple[tuple, tuple[Record, list]]) -> tuple:
         (teacher, *_, seed), (record, _) = item
         return teacher, record_label(record), seed
 
-    by_teacher: dict[str, list[tuple[str, dict]]] = {}
+    by_teacher: dict[str, list[tuple[str, dict, bool]]] = {}
     for (teacher, *_), (_, curves) in sorted(found.items(), key=order):
         by_teacher.setdefault(teacher, []).extend(curves)
     return {teacher: _once(curves) for teacher, curves in by_teacher.items()}
 
 
-def _once(curves: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+def _reused(record: Record) -> list[bool]:
+    """For each of :func:`recovery_curves`'s entries: whether the record took that stage from the stage cache
+    (another pipeline trained it) rather than training it itself."""
+    stages = (record.compressor.recovery or {}).get("stages") if record.compressor.stages is not None else None
+    if stages is None:
+        return [False for _ in recovery_curves(record)]
+    return [bool(stage.get("reused_from_cache")) for stage in stages if (stage.get("recovery") or {}).get("curve")]
+
+
+def _once(curves: list[tuple[str, dict, bool]]) -> list[tuple[str, dict]]:
     """Each recovery once: pipelines that reused a cached stage (``a+b`` and ``a+c`` share ``a``'s training)
-    carry the same recovery; the first label keeps it and says how many others reused it."""
-    kept: list[tuple[str, dict, int]] = []
-    for label, recovery in curves:
-        same = next((i for i, (_, seen, _) in enumerate(kept) if seen == recovery), None)
+    carry the same recovery. It is labelled with the pipeline that trained it (where the records say which;
+    else the first) and says how many others reused it."""
+    kept: list[tuple[str, dict, bool, int]] = []
+    for label, recovery, reused in curves:
+        same = next((i for i, (_, seen, _, _) in enumerate(kept) if seen == recovery), None)
         if same is None:
-            kept.append((label, recovery, 0))
+            kept.append((label, recovery, reused, 0))
         else:
-            first, seen, others = kept[same]
-            kept[same] = (first, seen, others + 1)
+            kept_label, seen, kept_reused, others = kept[same]
+            if kept_reused and not reused:  # this record trained the stage: it names the curve
+                kept_label, kept_reused = label, False
+            kept[same] = (kept_label, seen, kept_reused, others + 1)
     return [(label if not others else f"{label} (also in {others} other pipeline{'s' * (others > 1)})", recovery)
-            for label, recovery, others in kept]
+            for label, recovery, _, others in kept]
 
 
 def _recovery_section(records: list[Record], trained: list[Record], out_dir: Path,
