@@ -27,6 +27,7 @@ from benchsuite.report.curves import curve_section
 from benchsuite.report.faster import faster_section
 from benchsuite.report.frontier import KEEP, best_of_families, frontier, groups, held_by_noise
 from benchsuite.report.layer_start import start_section
+from benchsuite.report.movement import movement_section
 from benchsuite.report.sparsity import sparsity_section
 
 DEFINITIONS = f"""\
@@ -170,6 +171,7 @@ def render(preset: str, records: list[tuple[Record, str]], cells: list[Cell], pl
     lines += curve_section([r for r, _ in records], out_dir, out_dir / preset if draw else None)
     lines += sparsity_section(records, cells, out_dir, out_dir / preset if draw else None)
     if predictions is not None:
+        lines += movement_section(records, cells, predictions)
         lines += ablation_section(records, cells, predictions)
         lines += faster_section(records, cells, predictions)
         lines += start_section(records, cells, predictions)

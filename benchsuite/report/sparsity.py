@@ -70,14 +70,21 @@ def pruned_cells(records: list[tuple[Record, str]], cells: list[Cell]) -> list[P
                                         p.cell.label, p.cell.machine))
 
 
+def retention_text(c: Cell) -> str:
+    """The cell's retention for a table, one decimal, with its paired interval where known."""
+    if c.retention is None:
+        return "n/a"
+    interval = f" [{c.retention_ci_low:.1f}-{c.retention_ci_high:.1f}]" if c.retention_ci_low is not None else ""
+    return f"{c.retention:.1f}{interval}"
+
+
 def _row(p: PrunedCell) -> dict[str, Any]:
     c = p.cell
-    interval = (f" [{c.retention_ci_low:.1f}-{c.retention_ci_high:.1f}]" if c.retention_ci_low is not None else "")
     size = f"{c.size_bytes / 1e6:.1f}" if c.size_bytes else "n/a"
     return {"encoder sparsity": f"{100 * p.sparsity:.1f}%", "method": p.method,
             "embedding table": "pruned too" if p.embedding_pruned else "not pruned",
             "recovery": "n/a" if p.epochs is None else f"{p.epochs:g} ep, {p.steps} steps",
-            "config": f"`{c.label}`", "score": f"{c.score:.2f}", "retention %": f"{c.retention:.1f}{interval}",
+            "config": f"`{c.label}`", "score": f"{c.score:.2f}", "retention %": retention_text(c),
             "verdict": c.floor_verdict if c.at_floor else (c.retention_verdict or "n/a"),
             "size MB": size + (f" ({c.compression:.2f}x smaller)" if c.compression else ""),
             "machine": c.machine}
