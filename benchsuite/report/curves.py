@@ -75,9 +75,9 @@ def recovered_with_curves(records: list[Record]) -> dict[str, list[tuple[str, di
 def _reused(record: Record) -> list[bool]:
     """For each of :func:`recovery_curves`'s entries: whether the record took that stage from the stage cache
     (another pipeline trained it) rather than training it itself."""
-    stages = (record.compressor.recovery or {}).get("stages") if record.compressor.stages is not None else None
-    if stages is None:
-        return [False for _ in recovery_curves(record)]
+    if record.compressor.stages is None:
+        return [False]  # one compressor: at most one curve, trained by its own run
+    stages = (record.compressor.recovery or {}).get("stages") or []
     return [bool(stage.get("reused_from_cache")) for stage in stages if (stage.get("recovery") or {}).get("curve")]
 
 

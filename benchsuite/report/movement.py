@@ -28,7 +28,7 @@ import pandas as pd
 from benchsuite.records import Record
 from benchsuite.report.ablation import difference_verdict, paired_difference
 from benchsuite.report.cells import Cell, Predictions
-from benchsuite.report.sparsity import PrunedCell, pruned_cells, retention_text
+from benchsuite.report.sparsity import PrunedCell, pruned_cells, recovery_text, retention_text
 
 MOVEMENT = ("movement", "soft_movement")
 # RecoveryConfig's options (tests/test_report_movement.py holds this list to its fields), and the pruning start
@@ -66,8 +66,8 @@ def movement_pairs(records: list[tuple[Record, str]], cells: list[Cell]) -> list
     magnitude: dict[tuple, list[PrunedCell]] = defaultdict(list)
     movement: list[tuple[tuple, PrunedCell]] = []
     for p in pruned_cells(records, cells):
-        shared = budget(by_path[p.cell.record], p.method)
-        if shared is None or (p.method != "magnitude" and p.method not in MOVEMENT):
+        shared = budget(by_path[p.cell.record], p.method) if p.method in ("magnitude", *MOVEMENT) else None
+        if shared is None:
             continue
         place = (p.cell.task, p.cell.model, p.cell.experiment, p.embedding_pruned, shared)
         if p.method == "magnitude":
@@ -94,12 +94,11 @@ def movement_section(records: list[tuple[Record, str]], cells: list[Cell], predi
         a, b = moved.cell, pruned.cell
         difference, interval = paired_difference(predictions, (by_path[a.record], a.record),
                                                   (by_path[b.record], b.record), a.score - b.score)
-        recovery = "n/a" if moved.epochs is None else f"{moved.epochs:g} ep, {moved.steps} steps"
         grouped[a.task].append({
             "movement": f"`{a.label}`", "sparsity": f"{100 * moved.sparsity:.1f}%", "score": f"{a.score:.2f}",
             "retention %": retention_text(a), "magnitude": f"`{b.label}`",
             "its sparsity": f"{100 * pruned.sparsity:.1f}%", "its score": f"{b.score:.2f}",
-            "its retention %": retention_text(b), "recovery": recovery,
+            "its retention %": retention_text(b), "recovery": recovery_text(moved),
             "difference [paired 95%]": difference,
             "verdict": difference_verdict(interval, higher="movement keeps more", lower="magnitude keeps more"),
             "machines": a.machine if a.machine == b.machine else f"{a.machine} / {b.machine}"})

@@ -78,12 +78,17 @@ def retention_text(c: Cell) -> str:
     return f"{c.retention:.1f}{interval}"
 
 
+def recovery_text(p: PrunedCell) -> str:
+    """The recovery its pruning stage trained, for a table."""
+    return "n/a" if p.epochs is None else f"{p.epochs:g} ep, {p.steps} steps"
+
+
 def _row(p: PrunedCell) -> dict[str, Any]:
     c = p.cell
     size = f"{c.size_bytes / 1e6:.1f}" if c.size_bytes else "n/a"
     return {"encoder sparsity": f"{100 * p.sparsity:.1f}%", "method": p.method,
             "embedding table": "pruned too" if p.embedding_pruned else "not pruned",
-            "recovery": "n/a" if p.epochs is None else f"{p.epochs:g} ep, {p.steps} steps",
+            "recovery": recovery_text(p),
             "config": f"`{c.label}`", "score": f"{c.score:.2f}", "retention %": retention_text(c),
             "verdict": c.floor_verdict if c.at_floor else (c.retention_verdict or "n/a"),
             "size MB": size + (f" ({c.compression:.2f}x smaller)" if c.compression else ""),
